@@ -1,0 +1,239 @@
+//! Plain data shared by the eBPF programs and the loader.
+//!
+//! Every event written to the ring buffer starts with a [`Header`]; its
+//! `kind` says which struct follows. All structs are `#[repr(C)]`, have no
+//! implicit padding (explicit `_pad` fields instead) and are read by the
+//! loader with an unaligned copy, so their layout is the wire format.
+#![no_std]
+
+/// Length of `task_struct.comm` and `net_device.name` (IFNAMSIZ).
+pub const NAME_LEN: usize = 16;
+
+/// Event kinds (`Header::kind`).
+pub mod kind {
+    /// A namespace was created (`copy_net_ns` return, or syscall level).
+    pub const NETNS_CREATE: u32 = 1;
+    /// The last reference on a namespace was dropped (`__put_net`): it is
+    /// queued for `cleanup_net`.
+    pub const NETNS_DESTROY: u32 = 2;
+    /// `cleanup_net` started or ended (one batch of dying namespaces).
+    pub const CLEANUP_NET: u32 = 3;
+    /// `rtnl_unlock` took longer than the configured threshold.
+    pub const RTNL_UNLOCK: u32 = 4;
+    /// `netdev_run_todo` returned (devices unregistered and freed).
+    pub const RUN_TODO: u32 = 5;
+    /// A device is in the unregister wait loop (`netdev_refcnt_read`).
+    pub const DEV_WAIT: u32 = 6;
+}
+
+/// Where a `NETNS_CREATE` came from.
+pub mod create_source {
+    /// Hooked `copy_net_ns` (exact: every namespace, with its duration).
+    pub const COPY_NET_NS: u32 = 0;
+    /// `unshare(2)` syscall tracepoints (degraded mode).
+    pub const UNSHARE: u32 = 1;
+    /// `sched_process_fork` with a child in a new namespace (degraded mode).
+    pub const FORK: u32 = 2;
+}
+
+/// `CleanupNet::phase`.
+pub mod phase {
+    pub const START: u32 = 0;
+    pub const END: u32 = 1;
+}
+
+/// Bits of `DevWait::flags`.
+pub mod dev_wait_flags {
+    /// The waiting task's `netdev_run_todo` entry was seen, so
+    /// `wait_start_ns` is the kernel's own start of the wait.
+    pub const RUN_TODO_SEEN: u32 = 1;
+}
+
+/// Indexes of the per-CPU `STATS` array (counters the programs bump).
+pub mod stat {
+    /// Ring buffer full: an event was dropped.
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// A kernel read (bpf_probe_read_kernel) failed; the event was dropped.
+    pub const READ_ERRORS: u32 = 1;
+    /// A bounded map was full; tracking state was not recorded.
+    pub const MAP_FULL: u32 = 2;
+    /// A return probe fired with no matching entry (attached mid-call).
+    pub const MISSED_ENTRY: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Common prefix of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Thread id of the task that triggered the event.
+    pub pid: u32,
+    /// Process id (thread group) of that task.
+    pub tgid: u32,
+    pub comm: [u8; NAME_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsCreate {
+    pub hdr: Header,
+    /// `copy_net_ns` flags argument (or the unshare/clone flags).
+    pub flags: u64,
+    /// Time spent in `copy_net_ns` (0 when unknown, e.g. syscall level).
+    pub duration_ns: u64,
+    /// Kernel address of the `struct net` (0 on error).
+    pub net: u64,
+    /// `net->ns.inum`, the inode of /proc/PID/ns/net (0 on error).
+    pub inum: u32,
+    /// Negative errno when `copy_net_ns` failed, else 0.
+    pub err: i32,
+    /// One of [`create_source`].
+    pub source: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetnsDestroy {
+    pub hdr: Header,
+    pub net: u64,
+    pub inum: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanupNet {
+    pub hdr: Header,
+    /// One of [`phase`].
+    pub phase: u32,
+    pub _pad: u32,
+    /// On `END`: time since the matching `START` (0 if it was not seen).
+    pub duration_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RtnlUnlock {
+    pub hdr: Header,
+    pub duration_ns: u64,
+    /// Return address of the `rtnl_unlock` call (symbolised by the loader).
+    pub caller: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTodo {
+    pub hdr: Header,
+    pub duration_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevWait {
+    pub hdr: Header,
+    /// Kernel address of the `struct net_device`.
+    pub dev: u64,
+    /// Kernel address of its `struct net`.
+    pub net: u64,
+    pub inum: u32,
+    pub ifindex: i32,
+    /// `netdev_refcnt_read()`: the number the kernel prints as "Usage count".
+    pub refcnt: i32,
+    /// Bits of [`dev_wait_flags`].
+    pub flags: u32,
+    pub name: [u8; NAME_LEN],
+    /// When the programs first saw this device waiting.
+    pub first_seen_ns: u64,
+    /// Entry of the waiting task's `netdev_run_todo` (0 if not seen).
+    pub wait_start_ns: u64,
+}
+
+/// Struct field offsets and enum values of the running kernel, resolved
+/// from its BTF by the loader and handed to the programs as a global.
+/// `u32::MAX` marks a field that the running kernel does not have.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// `offsetof(struct net, ns.inum)`.
+    pub net_inum: u32,
+    /// `offsetof(struct net_device, name)`.
+    pub dev_name: u32,
+    /// `offsetof(struct net_device, ifindex)`.
+    pub dev_ifindex: u32,
+    /// `offsetof(struct net_device, nd_net.net)`.
+    pub dev_net: u32,
+    /// `offsetof(struct net_device, reg_state)` (a byte).
+    pub dev_reg_state: u32,
+    /// Value of `NETREG_UNREGISTERED`.
+    pub netreg_unregistered: u32,
+    /// `offsetof(struct task_struct, nsproxy)`.
+    pub task_nsproxy: u32,
+    /// `offsetof(struct nsproxy, net_ns)`.
+    pub nsproxy_net: u32,
+}
+
+impl Offsets {
+    pub const MISSING: u32 = u32::MAX;
+    pub const fn unresolved() -> Self {
+        Self {
+            net_inum: Self::MISSING,
+            dev_name: Self::MISSING,
+            dev_ifindex: Self::MISSING,
+            dev_net: Self::MISSING,
+            dev_reg_state: Self::MISSING,
+            netreg_unregistered: Self::MISSING,
+            task_nsproxy: Self::MISSING,
+            nsproxy_net: Self::MISSING,
+        }
+    }
+}
+
+/// Run-time settings handed to the programs as a global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// 1: only namespaces in `SCOPE_NETNS` and tasks in `SCOPE_TGIDS`.
+    pub filter_enabled: u32,
+    pub _pad: u32,
+    /// `rtnl_unlock` calls faster than this are not reported.
+    pub rtnl_threshold_ns: u64,
+    /// At most one `DEV_WAIT` per device per this interval.
+    pub dev_wait_interval_ns: u64,
+}
+
+impl Config {
+    pub const fn default_const() -> Self {
+        Self {
+            filter_enabled: 0,
+            _pad: 0,
+            rtnl_threshold_ns: 10_000_000,
+            dev_wait_interval_ns: 1_000_000_000,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+/// Size in bytes of the event struct for `kind`, or `None` if unknown.
+pub const fn event_size(kind: u32) -> Option<usize> {
+    use core::mem::size_of;
+    match kind {
+        kind::NETNS_CREATE => Some(size_of::<NetnsCreate>()),
+        kind::NETNS_DESTROY => Some(size_of::<NetnsDestroy>()),
+        kind::CLEANUP_NET => Some(size_of::<CleanupNet>()),
+        kind::RTNL_UNLOCK => Some(size_of::<RtnlUnlock>()),
+        kind::RUN_TODO => Some(size_of::<RunTodo>()),
+        kind::DEV_WAIT => Some(size_of::<DevWait>()),
+        _ => None,
+    }
+}
