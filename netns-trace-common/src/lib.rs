@@ -62,6 +62,15 @@ pub mod stat {
     pub const COUNT: u32 = 4;
 }
 
+/// Indexes of the `MODE` array map, written by the loader after attaching
+/// (a global would be frozen at load time, before the attach plan is known).
+pub mod mode {
+    /// 1: no kprobe/fentry on copy_net_ns; the fork tracepoint reports
+    /// namespace creation instead.
+    pub const DEGRADED: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
 /// Common prefix of every event.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +184,16 @@ pub struct Offsets {
     pub task_nsproxy: u32,
     /// `offsetof(struct nsproxy, net_ns)`.
     pub nsproxy_net: u32,
+    /// `offsetof(struct task_struct, tgid)`.
+    pub task_tgid: u32,
+    /// Tracepoint record offsets, read from tracefs `format` files:
+    /// `sys_enter_unshare.unshare_flags`, `sys_exit_unshare.ret`,
+    /// `workqueue_execute_start.work`, `workqueue_execute_start.function`.
+    pub tp_unshare_flags: u32,
+    pub tp_unshare_ret: u32,
+    pub tp_wq_work: u32,
+    pub tp_wq_function: u32,
+    pub _pad: u32,
 }
 
 impl Offsets {
@@ -189,6 +208,12 @@ impl Offsets {
             netreg_unregistered: Self::MISSING,
             task_nsproxy: Self::MISSING,
             nsproxy_net: Self::MISSING,
+            task_tgid: Self::MISSING,
+            tp_unshare_flags: Self::MISSING,
+            tp_unshare_ret: Self::MISSING,
+            tp_wq_work: Self::MISSING,
+            tp_wq_function: Self::MISSING,
+            _pad: 0,
         }
     }
 }
@@ -204,6 +229,14 @@ pub struct Config {
     pub rtnl_threshold_ns: u64,
     /// At most one `DEV_WAIT` per device per this interval.
     pub dev_wait_interval_ns: u64,
+    /// `netdev_refcnt_read()` of a device nobody else holds: 1 since 5.13
+    /// (a registered device holds itself), 0 before. Reads above it mean
+    /// the device is really waiting.
+    pub free_refcnt: i32,
+    pub _pad2: u32,
+    /// Address of `cleanup_net` (from kallsyms), to recognise its work
+    /// item in the workqueue tracepoints (degraded mode).
+    pub cleanup_net_addr: u64,
 }
 
 impl Config {
@@ -213,6 +246,9 @@ impl Config {
             _pad: 0,
             rtnl_threshold_ns: 10_000_000,
             dev_wait_interval_ns: 1_000_000_000,
+            free_refcnt: 1,
+            _pad2: 0,
+            cleanup_net_addr: 0,
         }
     }
 }

@@ -1,1 +1,230 @@
-fn main(){}
+//! netns-trace: follow network namespace creation and teardown on a live
+//! kernel and show which devices are stuck waiting to become free.
+//! This file wires the pure library (`netns_trace::*`) to the kernel-facing
+//! parts (`probes`, `attach`, `trace`).
+mod attach;
+mod probes;
+mod trace;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser as _;
+use netns_trace::{
+    cli::{Action, Cli},
+    kallsyms::{FilterFunctions, Symbols},
+    kernel::{btf, caps::KernelCaps, tracefs},
+    plan::{Capabilities, Plan},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level())
+        .parse_env("NETNS_TRACE_LOG")
+        .format_timestamp(None)
+        .init();
+    let result = cli.into_action().and_then(|action| match action {
+        Action::Doctor { json, .. } => doctor::run(json),
+        Action::Trace(opts) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(trace::run(opts)),
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("netns-trace: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What start-up learns about the kernel before loading anything.
+pub struct Prepared {
+    pub caps: KernelCaps,
+    pub symbols: Symbols,
+    pub btf: btf_rs::Btf,
+    pub aya_btf: aya::Btf,
+    pub plan: Plan,
+}
+
+/// Checks privileges, mounts tracefs if needed, reads kallsyms and BTF, and
+/// plans the attach. Every refusal is one sentence.
+pub fn prepare() -> Result<Prepared> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
+    }
+    let tracefs = tracefs::ensure_mounted();
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let caps = KernelCaps::probe(tracefs.clone(), &kallsyms);
+    if !caps.btf {
+        bail!(
+            "this kernel ({}) has no BTF ({} is missing): netns-trace needs CONFIG_DEBUG_INFO_BTF to read kernel structures",
+            caps.release,
+            btf::VMLINUX_BTF
+        );
+    }
+    if caps.lockdown.as_deref() == Some("confidentiality") {
+        bail!("kernel lockdown is in confidentiality mode, which forbids eBPF from reading kernel memory: netns-trace cannot run here");
+    }
+    let btf = btf::load_vmlinux()?;
+    let aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    let symbols = Symbols::parse(&kallsyms);
+    let traceable = tracefs
+        .as_ref()
+        .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())
+        .map(|text| FilterFunctions::parse(&text));
+    let plan_caps = Capabilities {
+        kprobe: caps.kprobe,
+        // Whether fentry is allowed (lockdown, LSMs, CONFIG_FUNCTION_TRACER)
+        // is only known by attaching: the plan keeps it and the attach
+        // step records the kernel's answer.
+        fentry: true,
+        tracepoint: caps.tracefs.is_some(),
+        btf_tracepoint: true,
+        btf: true,
+    };
+    let plan = Plan::new(plan_caps, &symbols, traceable.as_ref());
+    Ok(Prepared {
+        caps,
+        symbols,
+        btf,
+        aya_btf,
+        plan,
+    })
+}
+
+mod doctor {
+    //! `netns-trace doctor`: what this kernel offers and which method each
+    //! hook gets, found by really attaching (then detaching) everything.
+    use std::process::ExitCode;
+
+    use anyhow::Result;
+    use netns_trace::plan::Outcome;
+    use serde_json::json;
+
+    use crate::trace::{load_programs, settings};
+
+    pub fn run(json_out: bool) -> Result<ExitCode> {
+        let mut prepared = crate::prepare()?;
+        let no_filter = netns_trace::cli::TraceOptions {
+            json: json_out,
+            duration: None,
+            pids: vec![],
+            netns: vec![],
+            rtnl_threshold: std::time::Duration::from_millis(10),
+            ready_file: None,
+            proc_root: "/proc".into(),
+            dry_run: false,
+        };
+        let (offsets, config, missing) = settings(&prepared, &no_filter);
+        let mut ebpf = load_programs(&offsets, &config)?;
+        crate::attach::attach_all(
+            &mut ebpf,
+            Some(&prepared.aya_btf),
+            &mut prepared.plan,
+            false,
+        );
+        drop(ebpf); // detach everything
+        let plan = &prepared.plan;
+        let caps = &prepared.caps;
+        let fentry = fentry_verdict(plan);
+        let full = plan.full_tracer_possible() && missing.is_empty();
+        let mut reasons = plan.degraded_reasons();
+        reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
+        if !caps.kprobe {
+            reasons.push(
+                "kprobes: not available on this kernel (no kprobe PMU or kprobe_events)".into(),
+            );
+        }
+        if json_out {
+            let mut doc = plan.doctor_json();
+            doc["kernel"] = json!({
+                "release": caps.release,
+                "btf": caps.btf,
+                "lockdown": caps.lockdown,
+                "kprobe": caps.kprobe,
+                "fentry": fentry,
+                "tracepoint": caps.tracefs.is_some(),
+                "perf_breakpoint": caps.breakpoint,
+                "kallsyms_addresses": caps.kallsyms_addresses,
+                "ref_tracker": caps.ref_tracker,
+                "self_reference_baseline": caps.free_refcnt(),
+                "teardown_lock": caps.teardown_lock_regime(),
+            });
+            doc["full_tracer"] = json!(full);
+            doc["reasons"] = json!(reasons);
+            println!("{doc}");
+        } else {
+            let yn = |b: bool| if b { "yes" } else { "NO" };
+            println!("kernel          {}", caps.release);
+            println!("BTF             {}", yn(caps.btf));
+            println!(
+                "lockdown        {}",
+                caps.lockdown.as_deref().unwrap_or("unknown")
+            );
+            println!("kprobe          {}", yn(caps.kprobe));
+            println!("fentry/fexit    {fentry}");
+            println!("tracepoints     {}", yn(caps.tracefs.is_some()));
+            println!("perf breakpoint {}", yn(caps.breakpoint));
+            println!("kallsyms addrs  {}", yn(caps.kallsyms_addresses));
+            println!(
+                "ref_tracker     {}",
+                if caps.ref_tracker {
+                    "built in (debug kernel)"
+                } else {
+                    "no"
+                }
+            );
+            println!(
+                "usage baseline  {} (a free device reads {})",
+                caps.free_refcnt(),
+                caps.free_refcnt()
+            );
+            println!("teardown lock   {}", caps.teardown_lock_regime());
+            println!();
+            println!("{}", plan.render_table());
+            println!();
+            if full {
+                println!("verdict: the full tracer can run on this kernel");
+            } else {
+                println!("verdict: the full tracer cannot run here; netns-trace runs degraded:");
+                for r in &reasons {
+                    println!("  - {r}");
+                }
+            }
+        }
+        Ok(if full {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        })
+    }
+
+    /// "yes", or the kernel's refusal (first fentry/fexit error seen).
+    fn fentry_verdict(plan: &netns_trace::plan::Plan) -> String {
+        let mut refusal = None;
+        for hook in &plan.hooks {
+            if let Some(c) = hook.chosen() {
+                if c.label().contains("fentry") || c.label().contains("fexit") {
+                    return "yes".into();
+                }
+            }
+            for o in &hook.outcomes {
+                if let Outcome::Failed { error, .. } = o {
+                    if refusal.is_none()
+                        && (error.contains("(fentry)") || error.contains("(fexit)"))
+                    {
+                        refusal = Some(error.clone());
+                    }
+                }
+            }
+        }
+        match refusal {
+            Some(e) => format!("NO (refused: {e})"),
+            None => "not tried".into(),
+        }
+    }
+}

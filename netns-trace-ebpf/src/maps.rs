@@ -1,0 +1,62 @@
+//! Maps shared by the hook families. Sizes are bounds, not guesses: a full
+//! map is counted (`stat::MAP_FULL`) and reported by the loader.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use netns_trace_common::{mode, stat};
+
+/// The one ring buffer every event goes through (1 MiB).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-CPU counters, indexed by `netns_trace_common::stat`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Run-time switches, indexed by `netns_trace_common::mode`.
+#[map]
+pub static MODE: Array<u32> = Array::with_max_entries(mode::COUNT, 0);
+
+/// Scope filter: thread-group ids whose namespaces are in scope (`--pid`
+/// and its descendants, grown on fork).
+#[map]
+pub static SCOPE_TGIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scope filter: namespace inodes in scope (`--netns`, and every namespace
+/// an in-scope task created).
+#[map]
+pub static SCOPE_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
+
+/// Entry state of a function call in flight, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CallEntry {
+    pub ts_ns: u64,
+    /// Hook specific: copy_net_ns flags, rtnl_unlock caller, work item...
+    pub arg: u64,
+}
+
+#[map]
+pub static COPY_NET_NS_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static CLEANUP_NET_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(64, 0);
+#[map]
+pub static RTNL_UNLOCK_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static RUN_TODO_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static REFCNT_READ_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static UNSHARE_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+
+/// Per waiting device (key: `struct net_device` address): rate limiting.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DevState {
+    pub first_seen_ns: u64,
+    pub last_emit_ns: u64,
+}
+
+#[map]
+pub static WAITING_DEVS: LruHashMap<u64, DevState> = LruHashMap::with_max_entries(1024, 0);

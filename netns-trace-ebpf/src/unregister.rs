@@ -1,0 +1,97 @@
+//! The unregister wait: `netdev_wait_allrefs_any` is inlined everywhere,
+//! but it polls `netdev_refcnt_read(dev)` for every device it waits for,
+//! and that function is real. Its return value is exactly the number the
+//! kernel prints as "Usage count".
+use aya_ebpf::{
+    macros::{fexit, kprobe, kretprobe},
+    programs::{FExitContext, ProbeContext, RetProbeContext},
+};
+use netns_trace_common::{dev_wait_flags, kind, stat, DevWait, NAME_LEN};
+
+use crate::{
+    kread::{
+        count, emit, enter, header, leave, net_inum, netns_in_scope, off, pid_tgid, read, setting,
+        Counted,
+    },
+    maps::{DevState, REFCNT_READ_CALLS, RUN_TODO_CALLS, WAITING_DEVS},
+};
+
+fn on_refcnt_read(dev: u64, refcnt: i32) -> Result<(), Counted> {
+    if refcnt <= setting!(free_refcnt) {
+        // Nobody else holds it: not (or no longer) waiting.
+        let _ = WAITING_DEVS.remove(dev);
+        return Ok(());
+    }
+    // Called from the wait loop: the task is inside netdev_run_todo, or
+    // (when we attached mid-wait) the device is already unregistered.
+    let run_todo = unsafe { RUN_TODO_CALLS.get(pid_tgid()) }.map(|call| call.ts_ns);
+    if run_todo.is_none() {
+        let reg_state = read::<u8>(dev, off!(dev_reg_state))?;
+        if reg_state as u32 != off!(netreg_unregistered) {
+            return Ok(());
+        }
+    }
+    let hdr = header(kind::DEV_WAIT);
+    let first_seen_ns = match WAITING_DEVS.get_ptr_mut(dev) {
+        Some(state) => unsafe {
+            if hdr.ts_ns.saturating_sub((*state).last_emit_ns) < setting!(dev_wait_interval_ns) {
+                return Ok(());
+            }
+            (*state).last_emit_ns = hdr.ts_ns;
+            (*state).first_seen_ns
+        },
+        None => {
+            let state = DevState {
+                first_seen_ns: hdr.ts_ns,
+                last_emit_ns: hdr.ts_ns,
+            };
+            if WAITING_DEVS.insert(dev, state, 0).is_err() {
+                count(stat::MAP_FULL);
+            }
+            hdr.ts_ns
+        }
+    };
+    let net = read::<u64>(dev, off!(dev_net))?;
+    let inum = net_inum(net)?;
+    if !netns_in_scope(inum) {
+        return Ok(());
+    }
+    emit(&DevWait {
+        hdr,
+        dev,
+        net,
+        inum,
+        ifindex: read::<i32>(dev, off!(dev_ifindex))?,
+        refcnt,
+        flags: if run_todo.is_some() {
+            dev_wait_flags::RUN_TODO_SEEN
+        } else {
+            0
+        },
+        name: read::<[u8; NAME_LEN]>(dev, off!(dev_name))?,
+        first_seen_ns,
+        wait_start_ns: run_todo.unwrap_or(0),
+    });
+    Ok(())
+}
+
+#[kprobe]
+pub fn netdev_refcnt_read_kprobe(ctx: ProbeContext) -> u32 {
+    enter(&REFCNT_READ_CALLS, ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn netdev_refcnt_read_kretprobe(ctx: RetProbeContext) -> u32 {
+    if let Some(call) = leave(&REFCNT_READ_CALLS) {
+        let _ = on_refcnt_read(call.arg, ctx.ret::<u64>() as i32);
+    }
+    0
+}
+
+#[fexit(function = "netdev_refcnt_read")]
+pub fn netdev_refcnt_read_fexit(ctx: FExitContext) -> u32 {
+    // One argument (dev), then the int return value.
+    let _ = on_refcnt_read(ctx.arg::<u64>(0), ctx.arg::<u64>(1) as i32);
+    0
+}

@@ -1,0 +1,462 @@
+//! Command line: `netns-trace [OPTIONS]` traces, `netns-trace doctor`
+//! reports what the running kernel supports.
+//!
+//! Parsing is clap's; [`Cli::into_action`] then checks what clap cannot
+//! (pids exist, `--netns` paths are network namespaces) against
+//! `--proc-root`, so a DaemonSet pod can point it at the host's procfs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  netns-trace                                trace every namespace, human output
+  netns-trace --json --duration 60 > t.jsonl JSON Lines for one minute
+  netns-trace --netns /run/netns/blue        only this namespace (inode or path)
+  netns-trace --pid $(pidof dockerd)         namespaces made by dockerd and its children
+  netns-trace --rtnl-threshold-ms 50         report rtnl_unlock calls slower than 50 ms
+  netns-trace --dry-run -v                   plan and verify the attach, then exit
+  netns-trace --proc-root /host/proc         from inside a container
+  netns-trace doctor                         per-hook support table of this kernel
+  netns-trace doctor --json";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netns-trace",
+    version,
+    about = "Trace network namespace teardown and devices stuck waiting to become free",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Output JSON Lines (one object per line, each with a "type" field).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// procfs to resolve pids and namespace paths in (e.g. /host/proc).
+    #[arg(long, value_name = "PATH", default_value = "/proc", global = true)]
+    pub proc_root: PathBuf,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (repeat for less).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what this kernel supports: capabilities and the hook table.
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Stop after SECS seconds (default: until Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+    /// Only namespaces created by PID and its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pids: Vec<u32>,
+    /// Only this namespace: an inode number, or a path such as
+    /// /proc/PID/ns/net or /run/netns/NAME (repeatable).
+    #[arg(long, value_name = "INODE|PATH")]
+    pub netns: Vec<String>,
+    /// Report rtnl_unlock calls that take at least N ms.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub rtnl_threshold_ms: u64,
+    /// Write this file once every hook is attached (for test harnesses).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Plan and verify the attach (load programs), then exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What to do, with every argument checked and resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Trace(TraceOptions),
+    Doctor { json: bool, proc_root: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceOptions {
+    pub json: bool,
+    pub duration: Option<Duration>,
+    pub pids: Vec<u32>,
+    /// Namespace inodes (paths already resolved).
+    pub netns: Vec<u32>,
+    pub rtnl_threshold: Duration,
+    pub ready_file: Option<PathBuf>,
+    pub proc_root: PathBuf,
+    pub dry_run: bool,
+}
+
+impl TraceOptions {
+    /// Any scope given: the kernel filter must be enabled.
+    pub fn filtered(&self) -> bool {
+        !self.pids.is_empty() || !self.netns.is_empty()
+    }
+}
+
+impl Cli {
+    /// `-v`/`-q` as a log level: warn by default.
+    pub fn log_level(&self) -> log::LevelFilter {
+        use log::LevelFilter::*;
+        match 2 + i16::from(self.verbose) - i16::from(self.quiet) {
+            i16::MIN..=0 => Off,
+            1 => Error,
+            2 => Warn,
+            3 => Info,
+            4 => Debug,
+            _ => Trace,
+        }
+    }
+
+    /// Validate against `--proc-root` and resolve `--netns` paths.
+    pub fn into_action(self) -> Result<Action> {
+        let t = self.trace;
+        if let Some(Command::Doctor) = self.command {
+            // Global options (--json, --proc-root, -v) apply; trace ones do not.
+            if t.duration.is_some()
+                || !t.pids.is_empty()
+                || !t.netns.is_empty()
+                || t.ready_file.is_some()
+                || t.dry_run
+            {
+                bail!("doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)");
+            }
+            return Ok(Action::Doctor {
+                json: self.json,
+                proc_root: self.proc_root,
+            });
+        }
+        for &pid in &t.pids {
+            if !self.proc_root.join(pid.to_string()).is_dir() {
+                bail!("no such process: {pid}");
+            }
+        }
+        let netns = t
+            .netns
+            .iter()
+            .map(|a| resolve_netns(a, &self.proc_root))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Action::Trace(TraceOptions {
+            json: self.json,
+            duration: t.duration.map(Duration::from_secs),
+            pids: t.pids,
+            netns,
+            rtnl_threshold: Duration::from_millis(t.rtnl_threshold_ms),
+            ready_file: t.ready_file,
+            proc_root: self.proc_root,
+            dry_run: t.dry_run,
+        }))
+    }
+}
+
+/// `net:[4026531840]` -> Some(("net", 4026531840)): the readlink form of a
+/// /proc/PID/ns/* link.
+fn parse_ns_link(s: &str) -> Option<(&str, u64)> {
+    let (ty, rest) = s.split_once(":[")?;
+    let n = rest.strip_suffix(']')?.parse().ok()?;
+    Some((ty, n))
+}
+
+fn inode_u32(arg: &str, ino: u64) -> Result<u32> {
+    match u32::try_from(ino) {
+        Ok(0) | Err(_) => bail!("--netns {arg}: {ino} is not a namespace inode"),
+        Ok(v) => Ok(v),
+    }
+}
+
+/// `--netns` argument to a namespace inode: a number, the `net:[N]` form,
+/// or a path (a /proc ns link, or a bind-mounted nsfs file such as
+/// /run/netns/NAME). A path relative to /proc is taken under `proc_root`.
+pub fn resolve_netns(arg: &str, proc_root: &Path) -> Result<u32> {
+    if let Ok(n) = arg.parse::<u64>() {
+        return inode_u32(arg, n);
+    }
+    if let Some((ty, n)) = parse_ns_link(arg) {
+        if ty != "net" {
+            bail!("--netns {arg}: not a network namespace ({ty} namespace)");
+        }
+        return inode_u32(arg, n);
+    }
+    let path = match Path::new(arg).strip_prefix("/proc") {
+        Ok(rest) if proc_root != Path::new("/proc") => proc_root.join(rest),
+        _ => PathBuf::from(arg),
+    };
+    let meta = std::fs::symlink_metadata(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("--netns {arg}: no such file"),
+        _ => anyhow!("--netns {arg}: {e}"),
+    })?;
+    if meta.file_type().is_symlink() {
+        // /proc/PID/ns/net reads as `net:[N]`; trust that form: it is how
+        // the kernel names the namespace, and it needs no permission.
+        if let Ok(target) = std::fs::read_link(&path) {
+            if let Some((ty, n)) = target.to_str().and_then(parse_ns_link) {
+                if ty != "net" {
+                    bail!("--netns {arg}: not a network namespace ({ty} namespace)");
+                }
+                return inode_u32(arg, n);
+            }
+        }
+    }
+    nsfs_net_inode(arg, &path)
+}
+
+/// A bind-mounted namespace file: it must live on nsfs, and if we may open
+/// it, the kernel must say it is a network namespace.
+fn nsfs_net_inode(arg: &str, path: &Path) -> Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // _IO(0xb7, 0x3), Linux 4.11+.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("--netns {arg}: {e}"))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is written by statfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        bail!("--netns {arg}: {}", std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc/arch
+    if st.f_type as i64 != NSFS_MAGIC {
+        bail!("--netns {arg}: not a network namespace (not an nsfs file)");
+    }
+    if let Ok(f) = std::fs::File::open(path) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: ioctl on an fd we own; NS_GET_NSTYPE takes no argument.
+        let ty = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+        // On kernels without the ioctl (< 4.11) nsfs is all we can check.
+        if ty >= 0 && ty != libc::CLONE_NEWNET {
+            bail!("--netns {arg}: not a network namespace");
+        }
+    }
+    inode_u32(arg, meta.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("netns-trace").chain(args.iter().copied()))
+    }
+
+    fn action(args: &[&str]) -> Result<Action> {
+        parse(args)?.into_action()
+    }
+
+    fn self_netns() -> u32 {
+        let t = std::fs::read_link("/proc/self/ns/net").unwrap();
+        parse_ns_link(t.to_str().unwrap()).unwrap().1 as u32
+    }
+
+    #[test]
+    fn defaults() {
+        let Action::Trace(t) = action(&[]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            t,
+            TraceOptions {
+                json: false,
+                duration: None,
+                pids: vec![],
+                netns: vec![],
+                rtnl_threshold: Duration::from_millis(10),
+                ready_file: None,
+                proc_root: "/proc".into(),
+                dry_run: false,
+            }
+        );
+        assert!(!t.filtered());
+        assert_eq!(parse(&[]).unwrap().log_level(), log::LevelFilter::Warn);
+    }
+
+    #[test]
+    fn all_trace_options() {
+        let me = std::process::id().to_string();
+        let Action::Trace(t) = action(&[
+            "--json",
+            "--duration",
+            "5",
+            "--pid",
+            &me,
+            "--pid",
+            "1",
+            "--netns",
+            "4026531840",
+            "--netns",
+            "net:[4026532281]",
+            "--rtnl-threshold-ms",
+            "50",
+            "--ready-file",
+            "/tmp/r",
+            "--dry-run",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert!(t.json && t.dry_run && t.filtered());
+        assert_eq!(t.duration, Some(Duration::from_secs(5)));
+        assert_eq!(t.pids, vec![std::process::id(), 1]);
+        assert_eq!(t.netns, vec![4026531840, 4026532281]);
+        assert_eq!(t.rtnl_threshold, Duration::from_millis(50));
+        assert_eq!(t.ready_file, Some(PathBuf::from("/tmp/r")));
+    }
+
+    #[test]
+    fn verbosity() {
+        assert_eq!(
+            parse(&["-vv"]).unwrap().log_level(),
+            log::LevelFilter::Debug
+        );
+        assert_eq!(
+            parse(&["-v", "-v", "-v"]).unwrap().log_level(),
+            log::LevelFilter::Trace
+        );
+        assert_eq!(parse(&["-q"]).unwrap().log_level(), log::LevelFilter::Error);
+        assert_eq!(parse(&["-qq"]).unwrap().log_level(), log::LevelFilter::Off);
+        assert_eq!(parse(&["-qqq"]).unwrap().log_level(), log::LevelFilter::Off);
+    }
+
+    #[test]
+    fn doctor() {
+        assert_eq!(
+            action(&["doctor", "--json"]).unwrap(),
+            Action::Doctor {
+                json: true,
+                proc_root: "/proc".into()
+            }
+        );
+        assert_eq!(
+            action(&["--proc-root", "/host/proc", "doctor"]).unwrap(),
+            Action::Doctor {
+                json: false,
+                proc_root: "/host/proc".into()
+            }
+        );
+        // Trace options make no sense for doctor.
+        assert_eq!(
+            action(&["--duration", "3", "doctor"])
+                .unwrap_err()
+                .to_string(),
+            "doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)"
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        use clap::error::ErrorKind;
+        assert_eq!(
+            parse(&["--duration", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--duration", "x"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--pid", "0"]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["--pid", "-3"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            parse(&["--frob"]).unwrap_err().kind(),
+            ErrorKind::UnknownArgument
+        );
+        assert_eq!(
+            action(&["--pid", "4000000000"]).unwrap_err().to_string(),
+            "no such process: 4000000000"
+        );
+    }
+
+    #[test]
+    fn missing_pid_under_proc_root() {
+        let dir = std::env::temp_dir().join(format!("nt-proc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("812")).unwrap();
+        let root = dir.to_str().unwrap();
+        assert!(action(&["--proc-root", root, "--pid", "812"]).is_ok());
+        assert_eq!(
+            action(&["--proc-root", root, "--pid", "813"])
+                .unwrap_err()
+                .to_string(),
+            "no such process: 813"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn help_has_examples() {
+        let e = parse(&["--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = e.to_string();
+        assert!(help.contains("Examples:"), "{help}");
+        assert!(help.contains("--rtnl-threshold-ms <N>"), "{help}");
+        assert!(help.contains("doctor"), "{help}");
+    }
+
+    #[test]
+    fn netns_numbers_and_links() {
+        let p = Path::new("/proc");
+        assert_eq!(resolve_netns("4026531840", p).unwrap(), 4026531840);
+        assert_eq!(resolve_netns("net:[4026532281]", p).unwrap(), 4026532281);
+        assert_eq!(
+            resolve_netns("mnt:[4026531841]", p)
+                .unwrap_err()
+                .to_string(),
+            "--netns mnt:[4026531841]: not a network namespace (mnt namespace)"
+        );
+        assert_eq!(
+            resolve_netns("0", p).unwrap_err().to_string(),
+            "--netns 0: 0 is not a namespace inode"
+        );
+        assert!(resolve_netns("99999999999", p).is_err());
+    }
+
+    #[test]
+    fn netns_paths() {
+        let p = Path::new("/proc");
+        assert_eq!(resolve_netns("/proc/self/ns/net", p).unwrap(), self_netns());
+        assert_eq!(
+            resolve_netns("/proc/self/ns/mnt", p)
+                .unwrap_err()
+                .to_string(),
+            "--netns /proc/self/ns/mnt: not a network namespace (mnt namespace)"
+        );
+        assert_eq!(
+            resolve_netns("/x/does/not/exist", p)
+                .unwrap_err()
+                .to_string(),
+            "--netns /x/does/not/exist: no such file"
+        );
+        assert_eq!(
+            resolve_netns("/proc/self/status", p)
+                .unwrap_err()
+                .to_string(),
+            "--netns /proc/self/status: not a network namespace (not an nsfs file)"
+        );
+    }
+
+    #[test]
+    fn netns_path_under_proc_root() {
+        // A /proc path is looked up under --proc-root (the host's procfs).
+        let dir = std::env::temp_dir().join(format!("nt-root-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("1/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[4026532999]", dir.join("1/ns/net")).unwrap();
+        assert_eq!(resolve_netns("/proc/1/ns/net", &dir).unwrap(), 4026532999);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,180 @@
+//! Struct field offsets and enum values of the running kernel, from its BTF.
+//! Aya's Rust eBPF has no CO-RE relocations, so the programs get these as a
+//! global at load time; nothing about one kernel's layout is compiled in.
+use anyhow::{anyhow, bail, Context as _, Result};
+use btf_rs::{Btf, Type};
+use netns_trace_common::Offsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub fn load_vmlinux() -> Result<Btf> {
+    Btf::from_file(VMLINUX_BTF).with_context(|| {
+        format!("{VMLINUX_BTF} is missing or unreadable: this kernel was built without BTF (CONFIG_DEBUG_INFO_BTF), which netns-trace needs to read kernel structures")
+    })
+}
+
+/// Resolves every offset the programs use. Fields missing on this kernel
+/// stay `Offsets::MISSING` (the programs then count a read error) and are
+/// listed in the returned warnings.
+pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
+    let mut offsets = Offsets::unresolved();
+    let mut missing = Vec::new();
+    let mut field =
+        |slot: &mut u32, strukt: &str, path: &[&str]| match byte_offset(btf, strukt, path) {
+            Ok(off) => *slot = off,
+            Err(err) => missing.push(format!("struct {strukt}.{}: {err:#}", path.join("."))),
+        };
+    field(&mut offsets.net_inum, "net", &["ns", "inum"]);
+    field(&mut offsets.dev_name, "net_device", &["name"]);
+    field(&mut offsets.dev_ifindex, "net_device", &["ifindex"]);
+    field(&mut offsets.dev_net, "net_device", &["nd_net", "net"]);
+    field(&mut offsets.dev_reg_state, "net_device", &["reg_state"]);
+    field(&mut offsets.task_nsproxy, "task_struct", &["nsproxy"]);
+    field(&mut offsets.nsproxy_net, "nsproxy", &["net_ns"]);
+    field(&mut offsets.task_tgid, "task_struct", &["tgid"]);
+    // The enum is anonymous inside net_device up to 6.x and a named
+    // `enum netdev_reg_state` stored in a u8 on newer kernels.
+    match member_enum_value(btf, "net_device", "reg_state", "NETREG_UNREGISTERED")
+        .or_else(|_| named_enum_value(btf, "netdev_reg_state", "NETREG_UNREGISTERED"))
+    {
+        Ok(value) => offsets.netreg_unregistered = value,
+        Err(err) => missing.push(format!("NETREG_UNREGISTERED: {err:#}")),
+    }
+    (offsets, missing)
+}
+
+fn struct_by_name(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+    for ty in btf.resolve_types_by_name(name).unwrap_or_default() {
+        if let Type::Struct(s) = ty {
+            if !s.members.is_empty() {
+                return Ok(s);
+            }
+        }
+    }
+    bail!("no struct {name} in BTF")
+}
+
+/// Follows typedefs and qualifiers down to a struct/union/enum/int.
+fn strip(btf: &Btf, mut ty: Type) -> Result<Type> {
+    for _ in 0..16 {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t)?,
+            Type::Const(t) => btf.resolve_chained_type(t)?,
+            Type::Volatile(t) => btf.resolve_chained_type(t)?,
+            Type::Restrict(t) => btf.resolve_chained_type(t)?,
+            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
+            _ => return Ok(ty),
+        };
+    }
+    bail!("type chain too long")
+}
+
+/// Finds `name` among the members of `s`, looking through anonymous
+/// structs and unions; returns its bit offset and the member.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, btf_rs::Member)> {
+    for member in &s.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member_name == name {
+            return Some((member.bit_offset(), member.clone()));
+        }
+        if member_name.is_empty() {
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) =
+                btf.resolve_chained_type(member).and_then(|t| strip(btf, t))
+            {
+                if let Some((bits, found)) = find_member(btf, &inner, name) {
+                    return Some((member.bit_offset() + bits, found));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Byte offset of `strukt.path[0].path[1]...` (through embedded structs).
+pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
+    let mut current = struct_by_name(btf, strukt)?;
+    let mut bits = 0u32;
+    for (i, name) in path.iter().enumerate() {
+        let (member_bits, member) =
+            find_member(btf, &current, name).ok_or_else(|| anyhow!("no member {name}"))?;
+        if !member.bitfield_size().unwrap_or(0).is_multiple_of(8) {
+            bail!(
+                "{name} is a bitfield of {} bits",
+                member.bitfield_size().unwrap_or(0)
+            );
+        }
+        bits += member_bits;
+        if i + 1 < path.len() {
+            match strip(btf, btf.resolve_chained_type(&member)?)? {
+                Type::Struct(s) | Type::Union(s) => current = s,
+                other => bail!("{name} is a {}, not a struct", other.name()),
+            }
+        }
+    }
+    if !bits.is_multiple_of(8) {
+        bail!("not byte aligned");
+    }
+    Ok(bits / 8)
+}
+
+/// Value of enumerator `value_name` of the enum type of `strukt.member`.
+pub fn member_enum_value(btf: &Btf, strukt: &str, member: &str, value_name: &str) -> Result<u32> {
+    let s = struct_by_name(btf, strukt)?;
+    let (_, m) = find_member(btf, &s, member).ok_or_else(|| anyhow!("no member {member}"))?;
+    match strip(btf, btf.resolve_chained_type(&m)?)? {
+        Type::Enum(e) => e
+            .members
+            .iter()
+            .find(|v| {
+                btf.resolve_name(*v)
+                    .map(|n| n == value_name)
+                    .unwrap_or(false)
+            })
+            .map(|v| v.val())
+            .ok_or_else(|| anyhow!("no enumerator {value_name}")),
+        other => bail!("{strukt}.{member} is a {}, not an enum", other.name()),
+    }
+}
+
+/// Value of enumerator `value_name` of the named enum `enum_name`.
+pub fn named_enum_value(btf: &Btf, enum_name: &str, value_name: &str) -> Result<u32> {
+    for ty in btf.resolve_types_by_name(enum_name).unwrap_or_default() {
+        if let Type::Enum(e) = ty {
+            if let Some(v) = e.members.iter().find(|v| {
+                btf.resolve_name(*v)
+                    .map(|n| n == value_name)
+                    .unwrap_or(false)
+            }) {
+                return Ok(v.val());
+            }
+        }
+    }
+    bail!("no enum {enum_name} with {value_name}")
+}
+
+/// Does this kernel keep device refcounts per CPU (`pcpu_refcnt`)?
+pub fn has_pcpu_refcnt(btf: &Btf) -> bool {
+    byte_offset(btf, "net_device", &["pcpu_refcnt"]).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against the build machine's own kernel BTF when it has one;
+    /// these structures exist on every kernel netns-trace supports.
+    #[test]
+    fn resolves_offsets_from_running_kernel_btf() {
+        let Ok(btf) = load_vmlinux() else {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        };
+        let (offsets, missing) = resolve_offsets(&btf);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_ne!(offsets.dev_name, Offsets::MISSING);
+        // ifindex and name are distinct fields of net_device.
+        assert_ne!(offsets.dev_name, offsets.dev_ifindex);
+        assert!(offsets.netreg_unregistered >= 1);
+        assert!(byte_offset(&btf, "net_device", &["no_such_field"]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The pure parts of the netns-trace loader: argument handling, symbol
+//! tables, the attach plan, event decoding, session state and rendering.
+//! Nothing here needs root or touches the kernel beyond reading files.
+
+pub mod cli;
+pub mod events;
+pub mod kallsyms;
+pub mod kernel;
+pub mod output;
+pub mod plan;
+pub mod session;

@@ -1,0 +1,935 @@
+//! Output records and their two renderings: JSON Lines (one object per
+//! line, `type` first) and bcc-style human lines with fixed columns.
+//!
+//! Records hold raw values (nanoseconds relative to the tracer start,
+//! kernel strings unescaped); units and escaping happen only here, so the
+//! two formats cannot drift apart.
+
+use serde::{Serialize, Serializer};
+
+use crate::events::errno_string;
+use crate::plan::{render_rows, HookRow};
+
+/// Lost-event counters, cumulative since the tracer started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    pub ringbuf_drops: u64,
+    pub read_errors: u64,
+    pub map_full: u64,
+    pub missed_entry: u64,
+    pub decode_errors: u64,
+}
+
+impl LostCounts {
+    fn fields(&self) -> [(&'static str, u64); 5] {
+        [
+            ("ringbuf_drops", self.ringbuf_drops),
+            ("read_errors", self.read_errors),
+            ("map_full", self.map_full),
+            ("missed_entry", self.missed_entry),
+            ("decode_errors", self.decode_errors),
+        ]
+    }
+
+    /// Any counter is higher than in `prev`.
+    pub fn increased_since(&self, prev: &LostCounts) -> bool {
+        self.fields()
+            .iter()
+            .zip(prev.fields())
+            .any(|(a, b)| a.1 > b.1)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.fields().iter().all(|f| f.1 == 0)
+    }
+
+    fn human(&self) -> String {
+        let v: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        v.join(" ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    NetnsCreate(NetnsCreateRec),
+    NetnsDestroy(NetnsDestroyRec),
+    CleanupNet(CleanupNetRec),
+    RtnlUnlock(RtnlUnlockRec),
+    RunTodo(RunTodoRec),
+    DevWait(DevWaitRec),
+    Lost(LostRec),
+    Attach(AttachRec),
+    Summary(SummaryRec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetnsCreateRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    /// Wall clock, Unix nanoseconds.
+    #[serde(rename = "wall", serialize_with = "rfc3339_ser")]
+    pub wall_ns: u64,
+    pub netns: u32,
+    #[serde(serialize_with = "hex")]
+    pub net: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    #[serde(serialize_with = "hex")]
+    pub flags: u64,
+    pub clone_newnet: bool,
+    /// None when the source cannot time it (syscall level).
+    #[serde(rename = "duration_us", serialize_with = "opt_us")]
+    pub duration_ns: Option<u64>,
+    /// Negative errno, 0 on success.
+    #[serde(rename = "error", serialize_with = "errno_ser")]
+    pub err: i32,
+    /// "copy_net_ns", "unshare" or "fork".
+    pub source: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetnsDestroyRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    pub netns: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CleanupNetRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    /// "start" or "end".
+    pub phase: &'static str,
+    /// End only: `Some(None)` is an end whose start was not seen (null).
+    #[serde(
+        rename = "duration_us",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_opt_us"
+    )]
+    pub duration_ns: Option<Option<u64>>,
+    /// Namespaces in the batch (in scope, known to the tracer).
+    pub netns: Vec<u32>,
+    /// End only, parallel to `netns`: destroy request to end of cleanup.
+    #[serde(
+        rename = "teardown_us",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_vec_us"
+    )]
+    pub teardown_ns: Option<Vec<Option<u64>>>,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RtnlUnlockRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    #[serde(rename = "duration_us", serialize_with = "us")]
+    pub duration_ns: u64,
+    /// `func+0x1a`, or a hex address when it cannot be symbolised.
+    pub caller: String,
+    #[serde(serialize_with = "hex")]
+    pub caller_addr: u64,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunTodoRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    #[serde(rename = "duration_us", serialize_with = "us")]
+    pub duration_ns: u64,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DevWaitRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    pub netns: u32,
+    pub device: String,
+    pub ifindex: i32,
+    pub refcnt: i32,
+    /// Same number as `refcnt`, under the name the kernel message uses.
+    pub usage_count: i32,
+    #[serde(rename = "waiting_s", serialize_with = "secs2")]
+    pub waiting_ns: u64,
+    /// "run_todo" (exact) or "first_seen" (a lower bound).
+    pub wait_since: &'static str,
+    #[serde(serialize_with = "hex")]
+    pub dev: u64,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LostRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    #[serde(flatten)]
+    pub counts: LostCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttachRec {
+    pub hooks: Vec<HookRow>,
+    pub degraded: bool,
+    pub reasons: Vec<String>,
+    pub attach_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StillWaiting {
+    pub netns: u32,
+    pub device: String,
+    pub refcnt: i32,
+    #[serde(rename = "waiting_s", serialize_with = "secs2")]
+    pub waiting_ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryRec {
+    #[serde(rename = "duration_s", serialize_with = "secs3")]
+    pub duration_ns: u64,
+    pub netns_created: u64,
+    pub netns_destroyed: u64,
+    pub cleanup_batches: u64,
+    #[serde(rename = "slowest_teardown_us", serialize_with = "opt_us")]
+    pub slowest_teardown_ns: Option<u64>,
+    pub slowest_teardown_netns: Option<u32>,
+    /// Destroyed but not yet cleaned up (queued or in a running batch).
+    pub netns_pending: Vec<u32>,
+    pub devices_still_waiting: Vec<StillWaiting>,
+    pub lost: LostCounts,
+}
+
+// ---- JSON field serializers -------------------------------------------
+
+fn secs3<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((*ns as f64 / 1e6).round() / 1e3)
+}
+
+fn secs2<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((*ns as f64 / 1e7).round() / 1e2)
+}
+
+fn us<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(ns / 1000)
+}
+
+fn opt_us<S: Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match ns {
+        Some(ns) => s.serialize_u64(ns / 1000),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_opt_us<S: Serializer>(ns: &Option<Option<u64>>, s: S) -> Result<S::Ok, S::Error> {
+    opt_us(&ns.flatten(), s)
+}
+
+fn opt_vec_us<S: Serializer>(v: &Option<Vec<Option<u64>>>, s: S) -> Result<S::Ok, S::Error> {
+    let us: Option<Vec<Option<u64>>> = v
+        .as_ref()
+        .map(|v| v.iter().map(|x| x.map(|ns| ns / 1000)).collect());
+    us.serialize(s)
+}
+
+fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+fn errno_ser<S: Serializer>(err: &i32, s: S) -> Result<S::Ok, S::Error> {
+    match err {
+        0 => s.serialize_none(),
+        e => s.serialize_str(&errno_string(*e)),
+    }
+}
+
+fn rfc3339_ser<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ns))
+}
+
+/// Unix nanoseconds as `2024-05-01T12:34:56.789Z` (UTC, milliseconds).
+pub fn rfc3339(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let ms = unix_ns % 1_000_000_000 / 1_000_000;
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant), valid for any date after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+// ---- human rendering --------------------------------------------------
+
+/// Make kernel- or user-supplied text safe for a terminal: control
+/// characters become `\xNN`, a backslash becomes `\\`.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let n = c as u32;
+                if n <= 0xff {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else {
+                    out.push_str(&format!("\\u{{{n:x}}}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `850us`, `1.2ms`, `3.4s`.
+pub fn fmt_duration(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("{}us", ns / 1000)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}s", ns as f64 / 1e9)
+    }
+}
+
+/// Namespace-related clone flags by name, the rest as hex.
+pub fn fmt_clone_flags(flags: u64) -> String {
+    const NAMES: &[(u64, &str)] = &[
+        (0x0000_0080, "CLONE_NEWTIME"),
+        (0x0002_0000, "CLONE_NEWNS"),
+        (0x0200_0000, "CLONE_NEWCGROUP"),
+        (0x0400_0000, "CLONE_NEWUTS"),
+        (0x0800_0000, "CLONE_NEWIPC"),
+        (0x1000_0000, "CLONE_NEWUSER"),
+        (0x2000_0000, "CLONE_NEWPID"),
+        (0x4000_0000, "CLONE_NEWNET"),
+    ];
+    let mut parts: Vec<String> = NAMES
+        .iter()
+        .rev()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let rest = NAMES.iter().fold(flags, |f, (bit, _)| f & !bit);
+    if rest != 0 || parts.is_empty() {
+        parts.push(format!("{rest:#x}"));
+    }
+    parts.join("|")
+}
+
+const COLUMNS: &str = " TIME(s) EVENT              NETNS     PID COMM             DETAIL";
+
+fn line(time_ns: u64, event: &str, netns: &str, pid: &str, comm: &str, detail: &str) -> String {
+    let t = time_ns as f64 / 1e9;
+    format!(
+        "{t:>8.3} {event:<13} {netns:>10} {pid:>7} {:<16} {detail}",
+        escape(comm)
+    )
+    .trim_end()
+    .to_string()
+}
+
+fn ns_list(netns: &[u32], extra: impl Fn(usize) -> String) -> String {
+    const MAX: usize = 8;
+    let mut v: Vec<String> = netns
+        .iter()
+        .take(MAX)
+        .enumerate()
+        .map(|(i, n)| format!("{n}{}", extra(i)))
+        .collect();
+    if netns.len() > MAX {
+        v.push(format!("+{} more", netns.len() - MAX));
+    }
+    v.join(",")
+}
+
+/// Human text for one record: an event line, or several lines for the
+/// attach table and the summary. No trailing newline.
+pub fn human(rec: &Record) -> String {
+    match rec {
+        Record::NetnsCreate(r) => {
+            let mut d = format!("flags={}", fmt_clone_flags(r.flags));
+            if let Some(ns) = r.duration_ns {
+                d += &format!(" dur={}", fmt_duration(ns));
+            }
+            if r.err != 0 {
+                d += &format!(" error={}", errno_string(r.err));
+            }
+            if r.source != "copy_net_ns" {
+                d += &format!(" via={}", r.source);
+            }
+            line(
+                r.time_ns,
+                "netns_create",
+                &r.netns.to_string(),
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            )
+        }
+        Record::NetnsDestroy(r) => line(
+            r.time_ns,
+            "netns_destroy",
+            &r.netns.to_string(),
+            &r.pid.to_string(),
+            &r.comm,
+            "queued for cleanup",
+        ),
+        Record::CleanupNet(r) => {
+            let netns = match r.netns.as_slice() {
+                [one] => one.to_string(),
+                _ => "-".into(),
+            };
+            let d = match (&r.duration_ns, &r.teardown_ns) {
+                (Some(dur), Some(td)) => {
+                    let dur = dur.map_or("?".into(), fmt_duration);
+                    let list = ns_list(&r.netns, |i| {
+                        format!(
+                            "={}",
+                            td.get(i)
+                                .copied()
+                                .flatten()
+                                .map_or("?".into(), fmt_duration)
+                        )
+                    });
+                    format!("end dur={dur} batch={} teardown {list}", r.netns.len())
+                }
+                _ if r.netns.is_empty() => "start batch=0".into(),
+                _ => format!(
+                    "start batch={} netns={}",
+                    r.netns.len(),
+                    ns_list(&r.netns, |_| String::new())
+                ),
+            };
+            line(
+                r.time_ns,
+                "cleanup_net",
+                &netns,
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            )
+        }
+        Record::RtnlUnlock(r) => {
+            let d = format!(
+                "dur={} caller={}",
+                fmt_duration(r.duration_ns),
+                escape(&r.caller)
+            );
+            line(
+                r.time_ns,
+                "rtnl_unlock",
+                "-",
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            )
+        }
+        Record::RunTodo(r) => {
+            let d = format!("dur={}", fmt_duration(r.duration_ns));
+            line(r.time_ns, "run_todo", "-", &r.pid.to_string(), &r.comm, &d)
+        }
+        Record::DevWait(r) => {
+            // From first sight the true wait is longer: say "at least".
+            let op = if r.wait_since == "run_todo" {
+                "="
+            } else {
+                ">="
+            };
+            let d = format!(
+                "{} ifindex={} usage_count={} waiting{op}{:.1}s",
+                escape(&r.device),
+                r.ifindex,
+                r.usage_count,
+                r.waiting_ns as f64 / 1e9
+            );
+            line(
+                r.time_ns,
+                "dev_wait",
+                &r.netns.to_string(),
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            )
+        }
+        Record::Lost(r) => line(
+            r.time_ns,
+            "lost",
+            "-",
+            "-",
+            "-",
+            &format!("{} (totals)", r.counts.human()),
+        ),
+        Record::Attach(r) => {
+            let mut out = vec![render_rows(&r.hooks)];
+            if r.degraded {
+                out.push(format!("attached in {} ms; DEGRADED:", r.attach_ms));
+                out.extend(r.reasons.iter().map(|x| format!("  - {x}")));
+            } else {
+                out.push(format!("attached in {} ms; full tracer", r.attach_ms));
+            }
+            out.join("\n")
+        }
+        Record::Summary(r) => human_summary(r),
+    }
+}
+
+fn human_summary(r: &SummaryRec) -> String {
+    let mut out = vec![
+        format!("--- summary: {:.3} s ---", r.duration_ns as f64 / 1e9),
+        format!("namespaces created:   {}", r.netns_created),
+        format!("namespaces destroyed: {}", r.netns_destroyed),
+        format!("cleanup batches:      {}", r.cleanup_batches),
+    ];
+    out.push(match (r.slowest_teardown_ns, r.slowest_teardown_netns) {
+        (Some(ns), Some(n)) => format!("slowest teardown:     {} (netns {n})", fmt_duration(ns)),
+        _ => "slowest teardown:     -".into(),
+    });
+    if !r.netns_pending.is_empty() {
+        let v: Vec<String> = r.netns_pending.iter().map(u32::to_string).collect();
+        out.push(format!("pending cleanup:      {}", v.join(" ")));
+    }
+    if r.devices_still_waiting.is_empty() {
+        out.push("still waiting:        none".into());
+    }
+    for (i, d) in r.devices_still_waiting.iter().enumerate() {
+        out.push(format!(
+            "{}{} in netns {} usage_count={} waiting={:.1}s",
+            if i == 0 {
+                "still waiting:        "
+            } else {
+                "                      "
+            },
+            escape(&d.device),
+            d.netns,
+            d.refcnt,
+            d.waiting_ns as f64 / 1e9
+        ));
+    }
+    out.push(if r.lost.is_zero() {
+        "lost events:          none".into()
+    } else {
+        format!("lost events:          {}", r.lost.human())
+    });
+    out.join("\n")
+}
+
+/// One JSON Lines object (no trailing newline).
+pub fn json_line(rec: &Record) -> String {
+    // Serialising these plain structs cannot fail (no maps with non-string
+    // keys, no foreign Serialize impls).
+    serde_json::to_string(rec).expect("record serialises")
+}
+
+/// Renders records in the chosen format; prints the human column header
+/// before the first event line.
+#[derive(Debug, Default)]
+pub struct Renderer {
+    json: bool,
+    header_done: bool,
+}
+
+impl Renderer {
+    pub fn new(json: bool) -> Self {
+        Renderer {
+            json,
+            header_done: false,
+        }
+    }
+
+    /// Text to write for `rec`, ending with a newline.
+    pub fn render(&mut self, rec: &Record) -> String {
+        if self.json {
+            return json_line(rec) + "\n";
+        }
+        let mut out = String::new();
+        let is_event = !matches!(rec, Record::Attach(_) | Record::Summary(_));
+        if is_event && !self.header_done {
+            self.header_done = true;
+            out += COLUMNS;
+            out.push('\n');
+        }
+        out += &human(rec);
+        out.push('\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create() -> Record {
+        Record::NetnsCreate(NetnsCreateRec {
+            time_ns: 12_345_400_000,
+            wall_ns: 1_714_566_896_789_000_000,
+            netns: 4026532281,
+            net: 0xffff888004a1c000,
+            pid: 812,
+            tgid: 800,
+            comm: "dockerd".into(),
+            flags: 0x4000_0000,
+            clone_newnet: true,
+            duration_ns: Some(1_234_567),
+            err: 0,
+            source: "copy_net_ns",
+        })
+    }
+
+    fn dev_wait() -> Record {
+        Record::DevWait(DevWaitRec {
+            time_ns: 15_001_000_000,
+            netns: 4026532281,
+            device: "lo".into(),
+            ifindex: 1,
+            refcnt: 2,
+            usage_count: 2,
+            waiting_ns: 3_004_000_000,
+            wait_since: "run_todo",
+            dev: 0xffff888003f00000,
+            pid: 93,
+            comm: "kworker/u4:1".into(),
+        })
+    }
+
+    #[test]
+    fn json_netns_create() {
+        assert_eq!(
+            json_line(&create()),
+            r#"{"type":"netns_create","time":12.345,"wall":"2024-05-01T12:34:56.789Z","netns":4026532281,"net":"0xffff888004a1c000","pid":812,"tgid":800,"comm":"dockerd","flags":"0x40000000","clone_newnet":true,"duration_us":1234,"error":null,"source":"copy_net_ns"}"#
+        );
+        let Record::NetnsCreate(mut r) = create() else {
+            unreachable!()
+        };
+        r.err = -12;
+        r.netns = 0;
+        r.net = 0;
+        r.duration_ns = None;
+        r.source = "unshare";
+        let j = json_line(&Record::NetnsCreate(r));
+        assert!(j.contains(r#""netns":0,"net":"0x0""#), "{j}");
+        assert!(
+            j.contains(r#""duration_us":null,"error":"ENOMEM","source":"unshare""#),
+            "{j}"
+        );
+    }
+
+    #[test]
+    fn json_dev_wait_and_others() {
+        assert_eq!(
+            json_line(&dev_wait()),
+            r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1"}"#
+        );
+        let d = Record::NetnsDestroy(NetnsDestroyRec {
+            time_ns: 1,
+            netns: 7,
+            pid: 1,
+            comm: "ip".into(),
+        });
+        assert_eq!(
+            json_line(&d),
+            r#"{"type":"netns_destroy","time":0.0,"netns":7,"pid":1,"comm":"ip"}"#
+        );
+        let r = Record::RtnlUnlock(RtnlUnlockRec {
+            time_ns: 2_000_000_000,
+            duration_ns: 15_500_000,
+            caller: "rtnetlink_rcv_msg+0x1a".into(),
+            caller_addr: 0xffffffff81001a1a,
+            pid: 5,
+            comm: "ip".into(),
+        });
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"rtnl_unlock","time":2.0,"duration_us":15500,"caller":"rtnetlink_rcv_msg+0x1a","caller_addr":"0xffffffff81001a1a","pid":5,"comm":"ip"}"#
+        );
+        let t = Record::RunTodo(RunTodoRec {
+            time_ns: 0,
+            duration_ns: 999,
+            pid: 9,
+            comm: "k".into(),
+        });
+        assert_eq!(
+            json_line(&t),
+            r#"{"type":"run_todo","time":0.0,"duration_us":0,"pid":9,"comm":"k"}"#
+        );
+        let l = Record::Lost(LostRec {
+            time_ns: 3_000_000_000,
+            counts: LostCounts {
+                ringbuf_drops: 3,
+                decode_errors: 1,
+                ..Default::default()
+            },
+        });
+        assert_eq!(
+            json_line(&l),
+            r#"{"type":"lost","time":3.0,"ringbuf_drops":3,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":1}"#
+        );
+    }
+
+    #[test]
+    fn json_cleanup_net() {
+        let start = Record::CleanupNet(CleanupNetRec {
+            time_ns: 5_000_000_000,
+            phase: "start",
+            duration_ns: None,
+            netns: vec![11, 12],
+            teardown_ns: None,
+            pid: 93,
+            comm: "kworker/u4:1".into(),
+        });
+        assert_eq!(
+            json_line(&start),
+            r#"{"type":"cleanup_net","time":5.0,"phase":"start","netns":[11,12],"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        let end = Record::CleanupNet(CleanupNetRec {
+            time_ns: 6_500_000_000,
+            phase: "end",
+            duration_ns: Some(None),
+            netns: vec![11, 12],
+            teardown_ns: Some(vec![Some(2_000_000_000), None]),
+            pid: 93,
+            comm: "kworker/u4:1".into(),
+        });
+        assert_eq!(
+            json_line(&end),
+            r#"{"type":"cleanup_net","time":6.5,"phase":"end","duration_us":null,"netns":[11,12],"teardown_us":[2000000,null],"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        assert_eq!(
+            human(&end),
+            "   6.500 cleanup_net            -      93 kworker/u4:1     end dur=? batch=2 teardown 11=2.0s,12=?"
+        );
+        assert_eq!(
+            human(&start),
+            "   5.000 cleanup_net            -      93 kworker/u4:1     start batch=2 netns=11,12"
+        );
+        let many = Record::CleanupNet(CleanupNetRec {
+            time_ns: 0,
+            phase: "start",
+            duration_ns: None,
+            netns: (1..=10).collect(),
+            teardown_ns: None,
+            pid: 1,
+            comm: "k".into(),
+        });
+        assert!(human(&many).ends_with("start batch=10 netns=1,2,3,4,5,6,7,8,+2 more"));
+    }
+
+    #[test]
+    fn human_lines() {
+        let mut r = Renderer::new(false);
+        assert_eq!(
+            r.render(&create()),
+            " TIME(s) EVENT              NETNS     PID COMM             DETAIL\n  12.345 netns_create  4026532281     812 dockerd          flags=CLONE_NEWNET dur=1.2ms\n"
+        );
+        assert_eq!(
+            r.render(&dev_wait()),
+            "  15.001 dev_wait      4026532281      93 kworker/u4:1     lo ifindex=1 usage_count=2 waiting=3.0s\n"
+        );
+        let Record::DevWait(mut d) = dev_wait() else {
+            unreachable!()
+        };
+        d.wait_since = "first_seen";
+        d.device = "ev\x1b[2Jil".into();
+        assert!(human(&Record::DevWait(d))
+            .contains(" ev\\x1b[2Jil ifindex=1 usage_count=2 waiting>=3.0s"));
+        let Record::NetnsCreate(mut c) = create() else {
+            unreachable!()
+        };
+        c.err = -28;
+        c.duration_ns = None;
+        c.source = "fork";
+        c.flags = 0x5000_0000 | 0x11;
+        c.comm = "a\tb".into();
+        assert_eq!(
+            human(&Record::NetnsCreate(c)),
+            "  12.345 netns_create  4026532281     812 a\\x09b           flags=CLONE_NEWNET|CLONE_NEWUSER|0x11 error=ENOSPC via=fork"
+        );
+        let l = Record::Lost(LostRec {
+            time_ns: 1_000_000,
+            counts: LostCounts {
+                map_full: 2,
+                ..Default::default()
+            },
+        });
+        assert_eq!(
+            human(&l),
+            "   0.001 lost                   -       - -                ringbuf_drops=0 read_errors=0 map_full=2 missed_entry=0 decode_errors=0 (totals)"
+        );
+        let rt = Record::RunTodo(RunTodoRec {
+            time_ns: 0,
+            duration_ns: 850_000,
+            pid: 9,
+            comm: "k".into(),
+        });
+        assert_eq!(
+            human(&rt),
+            "   0.000 run_todo               -       9 k                dur=850us"
+        );
+    }
+
+    #[test]
+    fn json_renderer_has_no_header() {
+        let mut r = Renderer::new(true);
+        assert!(r.render(&dev_wait()).starts_with("{\"type\":\"dev_wait\""));
+        assert!(r.render(&dev_wait()).ends_with("}\n"));
+    }
+
+    fn summary() -> SummaryRec {
+        SummaryRec {
+            duration_ns: 60_000_000_000,
+            netns_created: 3,
+            netns_destroyed: 2,
+            cleanup_batches: 1,
+            slowest_teardown_ns: Some(3_400_000_000),
+            slowest_teardown_netns: Some(4026532281),
+            netns_pending: vec![4026532282],
+            devices_still_waiting: vec![StillWaiting {
+                netns: 4026532282,
+                device: "lo".into(),
+                refcnt: 2,
+                waiting_ns: 30_000_000_000,
+            }],
+            lost: LostCounts {
+                ringbuf_drops: 4,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn summary_both_formats() {
+        let s = Record::Summary(summary());
+        assert_eq!(
+            json_line(&s),
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+        );
+        let mut r = Renderer::new(false);
+        assert_eq!(
+            r.render(&s),
+            "--- summary: 60.000 s ---\n\
+             namespaces created:   3\n\
+             namespaces destroyed: 2\n\
+             cleanup batches:      1\n\
+             slowest teardown:     3.4s (netns 4026532281)\n\
+             pending cleanup:      4026532282\n\
+             still waiting:        lo in netns 4026532282 usage_count=2 waiting=30.0s\n\
+             lost events:          ringbuf_drops=4 read_errors=0 map_full=0 missed_entry=0 decode_errors=0\n"
+        );
+        let empty = SummaryRec {
+            slowest_teardown_ns: None,
+            slowest_teardown_netns: None,
+            netns_pending: vec![],
+            devices_still_waiting: vec![],
+            lost: LostCounts::default(),
+            ..summary()
+        };
+        let h = human(&Record::Summary(empty));
+        assert!(h.contains("slowest teardown:     -\n"));
+        assert!(h.contains("still waiting:        none\nlost events:          none"));
+    }
+
+    #[test]
+    fn attach_record() {
+        let rec = Record::Attach(AttachRec {
+            hooks: vec![HookRow {
+                hook: "copy_net_ns".into(),
+                symbol: "copy_net_ns".into(),
+                status: "found".into(),
+                method: "-".into(),
+                note: "no kprobe support".into(),
+            }],
+            degraded: true,
+            reasons: vec!["copy_net_ns: no kprobe support; using unshare instead".into()],
+            attach_ms: 42,
+        });
+        assert_eq!(
+            json_line(&rec),
+            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42}"#
+        );
+        assert_eq!(
+            human(&rec),
+            "HOOK         SYMBOL       STATUS  METHOD  NOTE\n\
+             copy_net_ns  copy_net_ns  found   -       no kprobe support\n\
+             attached in 42 ms; DEGRADED:\n  \
+             - copy_net_ns: no kprobe support; using unshare instead"
+        );
+    }
+
+    /// Every example in docs/events.md is valid JSON with `type` first,
+    /// and every record type is documented.
+    #[test]
+    fn docs_examples_are_valid() {
+        let doc = include_str!("../../docs/events.md");
+        let mut types = Vec::new();
+        for block in doc.split("```json\n").skip(1) {
+            for l in block.split("```").next().unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).expect(l);
+                assert!(l.starts_with("{\"type\":"), "{l}");
+                types.push(v["type"].as_str().unwrap().to_string());
+            }
+        }
+        for t in [
+            "netns_create",
+            "netns_destroy",
+            "cleanup_net",
+            "rtnl_unlock",
+            "run_todo",
+            "dev_wait",
+            "lost",
+            "attach",
+            "summary",
+        ] {
+            assert!(types.iter().any(|x| x == t), "{t} has no example");
+            assert!(doc.contains(&format!("## `{t}`")), "{t} has no section");
+        }
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(escape("kworker/0:1"), "kworker/0:1");
+        assert_eq!(
+            escape("a\x1bb\\c\n\u{7f}\u{85}"),
+            "a\\x1bb\\\\c\\x0a\\x7f\\x85"
+        );
+        assert_eq!(fmt_duration(0), "0us");
+        assert_eq!(fmt_duration(999_999), "999us");
+        assert_eq!(fmt_duration(1_250_000), "1.2ms");
+        assert_eq!(fmt_duration(61_000_000_000), "61.0s");
+        assert_eq!(fmt_clone_flags(0), "0x0");
+        assert_eq!(
+            fmt_clone_flags(0x4000_0000 | 0x0002_0000),
+            "CLONE_NEWNET|CLONE_NEWNS"
+        );
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(4_102_444_799_999_999_999),
+            "2099-12-31T23:59:59.999Z"
+        );
+    }
+}

@@ -1,0 +1,1124 @@
+//! The hook table and the attach planner (pwru-style).
+//!
+//! One static table says, per hook, which eBPF programs can implement it,
+//! in order of preference. [`Plan::new`] keeps the alternatives that the
+//! kernel's capabilities and symbols make plausible; the loader tries them
+//! in order and reports each result with [`Plan::record`]; the table is then
+//! rendered for `doctor`, the start-up banner and the `attach` record.
+
+use std::fmt;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::kallsyms::{is_cold_only, FilterFunctions, Symbols};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+    Tracepoint,
+    BtfTracepoint,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Fentry => "fentry",
+            Method::Fexit => "fexit",
+            Method::Kprobe => "kprobe",
+            Method::Kretprobe => "kretprobe",
+            Method::Tracepoint => "tracepoint",
+            Method::BtfTracepoint => "tp_btf",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One eBPF program of an alternative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramSpec {
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    pub method: Method,
+    /// Tracepoint `category/name` or tp_btf `name`; `None` for function
+    /// methods, which attach to the hook's resolved symbol.
+    pub tracepoint: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Needed for the full tracer.
+    Core,
+    /// Degraded-mode substitute for the named core hooks; attached only
+    /// when one of them could not be.
+    Fallback { replaces: &'static [&'static str] },
+    /// Expected to be inlined; never attached, only reported.
+    Info,
+}
+
+#[derive(Debug)]
+pub struct Hook {
+    pub name: &'static str,
+    /// Kernel functions in order of preference (newer name first), or the
+    /// tracepoint display name for tracepoint hooks.
+    pub symbols: &'static [&'static str],
+    pub purpose: &'static str,
+    pub role: Role,
+    pub expect_inline: bool,
+    /// The programs read arguments or the return value, so a compiler
+    /// clone (`.isra`, `.constprop`) with a rewritten ABI cannot stand in.
+    pub needs_abi: bool,
+    /// Alternatives in order of preference; each is a set of programs
+    /// that must all attach.
+    pub alternatives: &'static [&'static [ProgramSpec]],
+}
+
+const fn f(program: &'static str, method: Method) -> ProgramSpec {
+    ProgramSpec {
+        program,
+        method,
+        tracepoint: None,
+    }
+}
+
+const fn tp(program: &'static str, method: Method, name: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        program,
+        method,
+        tracepoint: Some(name),
+    }
+}
+
+use Method::*;
+
+/// Every hook. Program names follow `<symbol>_<method>` on the eBPF side.
+pub static HOOKS: &[Hook] = &[
+    Hook {
+        name: "copy_net_ns",
+        symbols: &["copy_net_ns"],
+        purpose: "namespace creation (creator, flags, duration, errors)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[
+                f("copy_net_ns_fentry", Fentry),
+                f("copy_net_ns_fexit", Fexit),
+            ],
+            &[
+                f("copy_net_ns_kprobe", Kprobe),
+                f("copy_net_ns_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "cleanup_net",
+        symbols: &["cleanup_net"],
+        purpose: "teardown batches of dying namespaces",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[
+            &[
+                f("cleanup_net_fentry", Fentry),
+                f("cleanup_net_fexit", Fexit),
+            ],
+            &[
+                f("cleanup_net_kprobe", Kprobe),
+                f("cleanup_net_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "__put_net",
+        symbols: &["__put_net"],
+        purpose: "namespace destroy requests (last reference dropped)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("__put_net_fentry", Fentry)],
+            &[f("__put_net_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "rtnl_unlock",
+        symbols: &["rtnl_unlock"],
+        purpose: "slow rtnl critical sections (out-of-line callers only)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[
+            &[
+                f("rtnl_unlock_fentry", Fentry),
+                f("rtnl_unlock_fexit", Fexit),
+            ],
+            &[
+                f("rtnl_unlock_kprobe", Kprobe),
+                f("rtnl_unlock_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "netdev_run_todo",
+        symbols: &["netdev_run_todo"],
+        purpose: "device unregister timing (start of the refcount wait)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[
+            &[
+                f("netdev_run_todo_fentry", Fentry),
+                f("netdev_run_todo_fexit", Fexit),
+            ],
+            &[
+                f("netdev_run_todo_kprobe", Kprobe),
+                f("netdev_run_todo_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "netdev_refcnt_read",
+        symbols: &["netdev_refcnt_read"],
+        purpose: "devices waiting to become free, with usage count",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            // fexit alone sees both the device argument and the count.
+            &[f("netdev_refcnt_read_fexit", Fexit)],
+            &[
+                f("netdev_refcnt_read_kprobe", Kprobe),
+                f("netdev_refcnt_read_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "netdev_wait_allrefs",
+        symbols: &["netdev_wait_allrefs_any", "netdev_wait_allrefs"],
+        purpose: "the wait loop (5.18+: _any); seen through netdev_refcnt_read",
+        role: Role::Info,
+        expect_inline: true,
+        needs_abi: false,
+        alternatives: &[],
+    },
+    Hook {
+        name: "dev_hold",
+        symbols: &["dev_hold"],
+        purpose: "device reference taken (inline helper)",
+        role: Role::Info,
+        expect_inline: true,
+        needs_abi: false,
+        alternatives: &[],
+    },
+    Hook {
+        name: "netdev_hold",
+        symbols: &["netdev_hold"],
+        purpose: "device reference taken with tracker (inline helper, 6.0+)",
+        role: Role::Info,
+        expect_inline: true,
+        needs_abi: false,
+        alternatives: &[],
+    },
+    Hook {
+        name: "unshare",
+        symbols: &["syscalls:sys_enter_unshare"],
+        purpose: "namespace creation at syscall level (no duration)",
+        role: Role::Fallback {
+            replaces: &["copy_net_ns"],
+        },
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[&[
+            tp("unshare_enter_tp", Tracepoint, "syscalls/sys_enter_unshare"),
+            tp("unshare_exit_tp", Tracepoint, "syscalls/sys_exit_unshare"),
+        ]],
+    },
+    Hook {
+        name: "fork",
+        symbols: &["sched_process_fork"],
+        purpose: "namespace creation by clone(CLONE_NEWNET)",
+        role: Role::Fallback {
+            replaces: &["copy_net_ns"],
+        },
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[&[tp("fork_btf", BtfTracepoint, "sched_process_fork")]],
+    },
+    Hook {
+        name: "workqueue",
+        symbols: &["workqueue:workqueue_execute_start"],
+        purpose: "cleanup_net batches timed from the netns workqueue",
+        role: Role::Fallback {
+            replaces: &["cleanup_net"],
+        },
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[&[
+            tp(
+                "wq_start_tp",
+                Tracepoint,
+                "workqueue/workqueue_execute_start",
+            ),
+            tp("wq_end_tp", Tracepoint, "workqueue/workqueue_execute_end"),
+        ]],
+    },
+];
+
+/// What the running kernel can do, as probed by the loader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub kprobe: bool,
+    pub fentry: bool,
+    pub tracepoint: bool,
+    pub btf_tracepoint: bool,
+    /// /sys/kernel/btf/vmlinux is there (fentry/fexit and tp_btf need it).
+    pub btf: bool,
+}
+
+impl Capabilities {
+    fn allows(&self, m: Method) -> bool {
+        match m {
+            Fentry | Fexit => self.fentry && self.btf,
+            Kprobe | Kretprobe => self.kprobe,
+            Tracepoint => self.tracepoint,
+            BtfTracepoint => self.btf_tracepoint && self.btf,
+        }
+    }
+
+    /// `kprobe=yes fentry=no ...` for banners.
+    pub fn summary(&self) -> String {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "kprobe={} fentry={} tracepoint={} tp_btf={} btf={}",
+            yn(self.kprobe),
+            yn(self.fentry),
+            yn(self.tracepoint),
+            yn(self.btf_tracepoint),
+            yn(self.btf)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolStatus {
+    Found,
+    /// In kallsyms but not in available_filter_functions: kprobe only.
+    FoundNotrace,
+    /// Only a compiler clone exists (the name given).
+    OnlyClone(String),
+    /// Absent and expected to be inlined.
+    Inlined,
+    Absent,
+    /// A tracepoint: existence is known only at attach time.
+    Tracepoint,
+}
+
+impl SymbolStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SymbolStatus::Found => "found",
+            SymbolStatus::FoundNotrace => "notrace",
+            SymbolStatus::OnlyClone(_) => "clone",
+            SymbolStatus::Inlined => "inlined",
+            SymbolStatus::Absent => "absent",
+            SymbolStatus::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// A fully resolved program attach: load `program`, attach by `method`
+/// to `target` (a function symbol, tracepoint `category/name`, or a tp_btf
+/// name), as `probes::attach` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attach {
+    pub program: &'static str,
+    pub method: Method,
+    pub target: String,
+}
+
+impl Attach {
+    /// `("syscalls", "sys_enter_unshare")` for a tracepoint target.
+    pub fn tracepoint_parts(&self) -> Option<(&str, &str)> {
+        self.target.split_once(['/', ':'])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the hook's `alternatives`.
+    pub alternative: usize,
+    pub programs: Vec<Attach>,
+}
+
+impl Candidate {
+    /// `fentry+fexit`, `kprobe+kretprobe`, `tracepoint`.
+    pub fn label(&self) -> String {
+        let mut ms: Vec<&str> = Vec::new();
+        for p in &self.programs {
+            if !ms.contains(&p.method.as_str()) {
+                ms.push(p.method.as_str());
+            }
+        }
+        ms.join("+")
+    }
+}
+
+/// Result of trying one alternative, reported by the loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Attached {
+        alternative: usize,
+    },
+    /// `--dry-run`: loaded and verified, deliberately not attached.
+    Verified {
+        alternative: usize,
+    },
+    Failed {
+        alternative: usize,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct HookPlan {
+    pub hook: &'static Hook,
+    /// The symbol that was resolved (or the preferred one if none was).
+    pub symbol: String,
+    pub status: SymbolStatus,
+    /// Plausible alternatives, best first; empty when `skip` is set.
+    pub candidates: Vec<Candidate>,
+    pub skip: Option<String>,
+    /// Extra fact for the NOTE column (clone used, notrace, ...).
+    pub note: Option<String>,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl HookPlan {
+    /// The candidate that attached (or verified in a dry run).
+    pub fn chosen(&self) -> Option<&Candidate> {
+        self.outcomes.iter().find_map(|o| match o {
+            Outcome::Attached { alternative } | Outcome::Verified { alternative } => self
+                .candidates
+                .iter()
+                .find(|c| c.alternative == *alternative),
+            Outcome::Failed { .. } => None,
+        })
+    }
+
+    /// Has a way to run: chosen, or (before attach) a plausible candidate.
+    fn has_method(&self) -> bool {
+        if self.outcomes.is_empty() {
+            !self.candidates.is_empty()
+        } else {
+            self.chosen().is_some()
+        }
+    }
+
+    fn failed(&self) -> bool {
+        !self.outcomes.is_empty() && self.chosen().is_none()
+    }
+}
+
+/// One row of the rendered hook table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookRow {
+    pub hook: String,
+    pub symbol: String,
+    pub status: String,
+    pub method: String,
+    pub note: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub caps: Capabilities,
+    pub hooks: Vec<HookPlan>,
+    cleanup_net_addr: Option<u64>,
+}
+
+fn resolve_symbol(
+    hook: &Hook,
+    syms: &Symbols,
+    traceable: Option<&FilterFunctions>,
+) -> (String, SymbolStatus) {
+    if matches!(hook.role, Role::Fallback { .. }) {
+        return (hook.symbols[0].to_string(), SymbolStatus::Tracepoint);
+    }
+    for &s in hook.symbols {
+        if syms.contains_function(s) {
+            let st = match traceable {
+                Some(t) if !t.contains(s) => SymbolStatus::FoundNotrace,
+                _ => SymbolStatus::Found,
+            };
+            return (s.to_string(), st);
+        }
+    }
+    for &s in hook.symbols {
+        // A `.cold` tail alone is not an entry point: the function itself
+        // was inlined.
+        if let Some(c) = syms.clones_of(s).iter().find(|c| !is_cold_only(c)) {
+            return (s.to_string(), SymbolStatus::OnlyClone(c.clone()));
+        }
+    }
+    let shown = if hook.symbols.len() > 1 {
+        hook.symbols.join("|")
+    } else {
+        hook.symbols[0].to_string()
+    };
+    let st = if hook.expect_inline {
+        SymbolStatus::Inlined
+    } else {
+        SymbolStatus::Absent
+    };
+    (shown, st)
+}
+
+impl Plan {
+    /// Plan every hook. `traceable` is `available_filter_functions` when
+    /// tracefs was readable (None: assume every found symbol is traceable).
+    pub fn new(caps: Capabilities, syms: &Symbols, traceable: Option<&FilterFunctions>) -> Plan {
+        let cleanup_net_addr = syms.address_of("cleanup_net");
+        let hooks = HOOKS
+            .iter()
+            .map(|hook| {
+                let (symbol, status) = resolve_symbol(hook, syms, traceable);
+                let mut hp = HookPlan {
+                    hook,
+                    symbol,
+                    status,
+                    candidates: vec![],
+                    skip: None,
+                    note: None,
+                    outcomes: vec![],
+                };
+                plan_hook(&mut hp, &caps, cleanup_net_addr, syms.addresses_hidden());
+                hp
+            })
+            .collect();
+        Plan {
+            caps,
+            hooks,
+            cleanup_net_addr,
+        }
+    }
+
+    /// Address of `cleanup_net`, for the workqueue fallback to recognise
+    /// its work item (None when kallsyms addresses are hidden).
+    pub fn cleanup_net_addr(&self) -> Option<u64> {
+        self.cleanup_net_addr
+    }
+
+    pub fn hook(&self, name: &str) -> Option<&HookPlan> {
+        self.hooks.iter().find(|h| h.hook.name == name)
+    }
+
+    /// Core hooks with candidates: attach these first.
+    pub fn core(&self) -> impl Iterator<Item = &HookPlan> {
+        self.hooks
+            .iter()
+            .filter(|h| h.hook.role == Role::Core && !h.candidates.is_empty())
+    }
+
+    /// Fallback hooks whose core hook has no method (call after the core
+    /// outcomes are recorded). Each has at least one candidate.
+    pub fn needed_fallbacks(&self) -> Vec<&HookPlan> {
+        self.hooks
+            .iter()
+            .filter(|h| match h.hook.role {
+                Role::Fallback { replaces } => {
+                    !h.candidates.is_empty()
+                        && replaces
+                            .iter()
+                            .any(|r| self.hook(r).is_some_and(|c| !c.has_method()))
+                }
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Record the result of trying one alternative of `hook`.
+    pub fn record(&mut self, hook: &str, outcome: Outcome) -> Result<()> {
+        let Some(h) = self.hooks.iter_mut().find(|h| h.hook.name == hook) else {
+            bail!("unknown hook {hook}");
+        };
+        h.outcomes.push(outcome);
+        Ok(())
+    }
+
+    /// Every core hook has a method (planned, or attached once recorded).
+    pub fn full_tracer_possible(&self) -> bool {
+        self.hooks
+            .iter()
+            .filter(|h| h.hook.role == Role::Core)
+            .all(HookPlan::has_method)
+    }
+
+    /// Why the tracer is degraded: one sentence per core hook without a
+    /// method, naming the substitute in use if there is one.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self
+            .hooks
+            .iter()
+            .filter(|h| h.hook.role == Role::Core && !h.has_method())
+        {
+            let why = h.skip.clone().unwrap_or_else(|| "attach failed".into());
+            let subs: Vec<&str> = self
+                .hooks
+                .iter()
+                .filter(|f| match f.hook.role {
+                    Role::Fallback { replaces } => {
+                        replaces.contains(&h.hook.name) && f.has_method()
+                    }
+                    _ => false,
+                })
+                .map(|f| f.hook.name)
+                .collect();
+            let lost = if subs.is_empty() {
+                format!("not seen: {}", h.hook.purpose)
+            } else {
+                format!("using {} instead", subs.join(" + "))
+            };
+            out.push(format!("{}: {why}; {lost}", h.hook.name));
+        }
+        out
+    }
+
+    pub fn rows(&self) -> Vec<HookRow> {
+        self.hooks.iter().map(|h| row(h, self)).collect()
+    }
+
+    /// Fixed-column table: HOOK, SYMBOL, STATUS, METHOD, NOTE.
+    pub fn render_table(&self) -> String {
+        render_rows(&self.rows())
+    }
+
+    /// The `doctor --json` document.
+    pub fn doctor_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "doctor",
+            "capabilities": self.caps,
+            "hooks": self.rows(),
+            "full_tracer_possible": self.full_tracer_possible(),
+            "degraded_reasons": self.degraded_reasons(),
+        })
+    }
+}
+
+fn plan_hook(hp: &mut HookPlan, caps: &Capabilities, cleanup_addr: Option<u64>, hidden: bool) {
+    let hook = hp.hook;
+    if hook.role == Role::Info {
+        hp.skip = Some(match &hp.status {
+            SymbolStatus::Inlined => "inlined (expected); not hookable".into(),
+            _ => "informational; the wait is seen via netdev_refcnt_read".into(),
+        });
+        return;
+    }
+    let mut target = hp.symbol.clone();
+    match &hp.status {
+        SymbolStatus::Absent | SymbolStatus::Inlined => {
+            hp.skip = Some("not in kallsyms".into());
+            return;
+        }
+        SymbolStatus::OnlyClone(c) if hook.needs_abi => {
+            hp.skip = Some(format!("only compiler clone {c} exists (ABI may differ)"));
+            return;
+        }
+        SymbolStatus::OnlyClone(c) => {
+            hp.note = Some(format!("probing compiler clone {c}"));
+            target = c.clone();
+        }
+        SymbolStatus::FoundNotrace => hp.note = Some("notrace: no fentry".into()),
+        _ => {}
+    }
+    if hook.name == "workqueue" && cleanup_addr.is_none() {
+        hp.skip = Some(if hidden {
+            "kallsyms addresses hidden (kptr_restrict): cannot match cleanup_net work".into()
+        } else {
+            "cleanup_net not in kallsyms".into()
+        });
+        return;
+    }
+    let mut refused = Vec::new();
+    for (i, alt) in hook.alternatives.iter().enumerate() {
+        let ok_caps = alt.iter().all(|p| caps.allows(p.method));
+        // fentry/fexit need an ftrace site and BTF for the exact name.
+        let ok_sym = !alt.iter().any(|p| matches!(p.method, Fentry | Fexit))
+            || hp.status == SymbolStatus::Found;
+        if ok_caps && ok_sym {
+            let programs = alt
+                .iter()
+                .map(|p| Attach {
+                    program: p.program,
+                    method: p.method,
+                    target: p.tracepoint.map_or_else(|| target.clone(), str::to_string),
+                })
+                .collect();
+            hp.candidates.push(Candidate {
+                alternative: i,
+                programs,
+            });
+        } else if !ok_caps {
+            let mut ms: Vec<&str> = alt.iter().map(|p| p.method.as_str()).collect();
+            ms.dedup();
+            refused.push(ms.join("/"));
+        }
+    }
+    if hp.candidates.is_empty() {
+        hp.skip = Some(if refused.is_empty() {
+            "no usable method".into()
+        } else {
+            format!("no {} support", refused.join(" or "))
+        });
+    }
+}
+
+fn row(h: &HookPlan, plan: &Plan) -> HookRow {
+    let mut notes: Vec<String> = h.note.iter().cloned().collect();
+    let method = if let Some(c) = h.chosen() {
+        if h.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Verified { .. }))
+        {
+            notes.push("verified (dry run)".into());
+        }
+        c.label()
+    } else if let Some(skip) = &h.skip {
+        notes.push(skip.clone());
+        "-".into()
+    } else if !h.outcomes.is_empty() {
+        "-".into()
+    } else if let Role::Fallback { replaces } = h.hook.role {
+        let needed = plan
+            .needed_fallbacks()
+            .iter()
+            .any(|f| f.hook.name == h.hook.name);
+        notes.push(if needed {
+            format!("planned: replaces {}", replaces.join(", "))
+        } else {
+            format!(
+                "standby: used only if {} cannot be hooked",
+                replaces.join(", ")
+            )
+        });
+        if needed {
+            h.candidates[0].label()
+        } else {
+            "-".into()
+        }
+    } else {
+        let rest: Vec<String> = h.candidates[1..].iter().map(Candidate::label).collect();
+        notes.push(if rest.is_empty() {
+            "planned".into()
+        } else {
+            format!("planned; fallback {}", rest.join(", "))
+        });
+        h.candidates[0].label()
+    };
+    for o in &h.outcomes {
+        if let Outcome::Failed { alternative, error } = o {
+            let label = h
+                .candidates
+                .iter()
+                .find(|c| c.alternative == *alternative)
+                .map_or_else(|| format!("#{alternative}"), Candidate::label);
+            notes.push(format!("{label} failed: {error}"));
+        }
+    }
+    if h.failed() && h.hook.role == Role::Core {
+        notes.push("not hooked".into());
+    }
+    HookRow {
+        hook: h.hook.name.to_string(),
+        symbol: match &h.status {
+            SymbolStatus::OnlyClone(c) => c.clone(),
+            _ => h.symbol.clone(),
+        },
+        status: h.status.as_str().to_string(),
+        method,
+        note: notes.join("; "),
+    }
+}
+
+/// Render hook rows as the fixed-column table (no trailing newline).
+pub fn render_rows(rows: &[HookRow]) -> String {
+    let w = |get: fn(&HookRow) -> &str, title: &str| {
+        rows.iter()
+            .map(|r| get(r).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let (wh, ws, wt, wm) = (
+        w(|r| &r.hook, "HOOK"),
+        w(|r| &r.symbol, "SYMBOL"),
+        w(|r| &r.status, "STATUS"),
+        w(|r| &r.method, "METHOD"),
+    );
+    let line = |h: &str, s: &str, t: &str, m: &str, n: &str| {
+        format!("{h:<wh$}  {s:<ws$}  {t:<wt$}  {m:<wm$}  {n}")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line("HOOK", "SYMBOL", "STATUS", "METHOD", "NOTE")];
+    out.extend(
+        rows.iter()
+            .map(|r| line(&r.hook, &r.symbol, &r.status, &r.method, &r.note)),
+    );
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Capabilities = Capabilities {
+        kprobe: true,
+        fentry: true,
+        tracepoint: true,
+        btf_tracepoint: true,
+        btf: true,
+    };
+    /// This machine's kernel: no kprobes, fentry refused.
+    const HOST: Capabilities = Capabilities {
+        kprobe: false,
+        fentry: false,
+        tracepoint: true,
+        btf_tracepoint: true,
+        btf: true,
+    };
+
+    /// Debian 6.1 / 6.12 cloud kernels: the wait loop and the hold helpers
+    /// are inlined; the rest are real, traceable functions.
+    fn debian() -> (Symbols, FilterFunctions) {
+        let names = [
+            "copy_net_ns",
+            "cleanup_net",
+            "__put_net",
+            "rtnl_unlock",
+            "netdev_run_todo",
+            "netdev_refcnt_read",
+            "dst_release",
+        ];
+        let mut k = String::new();
+        for (i, n) in names.iter().enumerate() {
+            k += &format!("{:016x} T {n}\n", 0xffffffff81000000u64 + i as u64 * 0x100);
+        }
+        (
+            Symbols::parse(&k),
+            FilterFunctions::parse(&names.join("\n")),
+        )
+    }
+
+    fn methods(plan: &Plan, hook: &str) -> Vec<String> {
+        plan.hook(hook)
+            .unwrap()
+            .candidates
+            .iter()
+            .map(Candidate::label)
+            .collect()
+    }
+
+    #[test]
+    fn debian_kernel_full_tracer() {
+        let (s, t) = debian();
+        let plan = Plan::new(ALL, &s, Some(&t));
+        for h in [
+            "copy_net_ns",
+            "cleanup_net",
+            "rtnl_unlock",
+            "netdev_run_todo",
+        ] {
+            assert_eq!(plan.hook(h).unwrap().status, SymbolStatus::Found);
+            assert_eq!(
+                methods(&plan, h),
+                ["fentry+fexit", "kprobe+kretprobe"],
+                "{h}"
+            );
+        }
+        assert_eq!(methods(&plan, "__put_net"), ["fentry", "kprobe"]);
+        assert_eq!(
+            methods(&plan, "netdev_refcnt_read"),
+            ["fexit", "kprobe+kretprobe"]
+        );
+        let w = plan.hook("netdev_wait_allrefs").unwrap();
+        assert_eq!(w.status, SymbolStatus::Inlined);
+        assert_eq!(w.symbol, "netdev_wait_allrefs_any|netdev_wait_allrefs");
+        assert!(w.candidates.is_empty());
+        assert_eq!(plan.hook("dev_hold").unwrap().status, SymbolStatus::Inlined);
+        assert_eq!(
+            plan.hook("netdev_hold").unwrap().status,
+            SymbolStatus::Inlined
+        );
+        assert!(plan.full_tracer_possible());
+        assert!(plan.degraded_reasons().is_empty());
+        assert!(plan.needed_fallbacks().is_empty());
+        assert_eq!(plan.core().count(), 6);
+        assert_eq!(plan.cleanup_net_addr(), Some(0xffffffff81000100));
+        let cand = &plan.hook("copy_net_ns").unwrap().candidates[1];
+        assert_eq!(
+            cand.programs,
+            [
+                Attach {
+                    program: "copy_net_ns_kprobe",
+                    method: Kprobe,
+                    target: "copy_net_ns".into()
+                },
+                Attach {
+                    program: "copy_net_ns_kretprobe",
+                    method: Kretprobe,
+                    target: "copy_net_ns".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn table_before_and_after_attach() {
+        let (s, t) = debian();
+        let mut plan = Plan::new(ALL, &s, Some(&t));
+        let before = plan.render_table();
+        let expected = "\
+HOOK                 SYMBOL                                       STATUS      METHOD        NOTE
+copy_net_ns          copy_net_ns                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+cleanup_net          cleanup_net                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+__put_net            __put_net                                    found       fentry        planned; fallback kprobe
+rtnl_unlock          rtnl_unlock                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+netdev_run_todo      netdev_run_todo                              found       fentry+fexit  planned; fallback kprobe+kretprobe
+netdev_refcnt_read   netdev_refcnt_read                           found       fexit         planned; fallback kprobe+kretprobe
+netdev_wait_allrefs  netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -             inlined (expected); not hookable
+dev_hold             dev_hold                                     inlined     -             inlined (expected); not hookable
+netdev_hold          netdev_hold                                  inlined     -             inlined (expected); not hookable
+unshare              syscalls:sys_enter_unshare                   tracepoint  -             standby: used only if copy_net_ns cannot be hooked
+fork                 sched_process_fork                           tracepoint  -             standby: used only if copy_net_ns cannot be hooked
+workqueue            workqueue:workqueue_execute_start            tracepoint  -             standby: used only if cleanup_net cannot be hooked";
+        assert_eq!(before, expected);
+        plan.record(
+            "copy_net_ns",
+            Outcome::Failed {
+                alternative: 0,
+                error: "EINVAL".into(),
+            },
+        )
+        .unwrap();
+        plan.record("copy_net_ns", Outcome::Attached { alternative: 1 })
+            .unwrap();
+        plan.record("__put_net", Outcome::Verified { alternative: 0 })
+            .unwrap();
+        assert!(plan
+            .record("nope", Outcome::Attached { alternative: 0 })
+            .is_err());
+        let rows = plan.rows();
+        assert_eq!(
+            rows[0],
+            HookRow {
+                hook: "copy_net_ns".into(),
+                symbol: "copy_net_ns".into(),
+                status: "found".into(),
+                method: "kprobe+kretprobe".into(),
+                note: "fentry+fexit failed: EINVAL".into(),
+            }
+        );
+        assert_eq!(rows[2].method, "fentry");
+        assert_eq!(rows[2].note, "verified (dry run)");
+        assert_eq!(rows[6].note, "inlined (expected); not hookable");
+        assert_eq!(
+            rows[9].note,
+            "standby: used only if copy_net_ns cannot be hooked"
+        );
+        let j = serde_json::to_string(&rows[6]).unwrap();
+        assert_eq!(
+            j,
+            r#"{"hook":"netdev_wait_allrefs","symbol":"netdev_wait_allrefs_any|netdev_wait_allrefs","status":"inlined","method":"-","note":"inlined (expected); not hookable"}"#
+        );
+    }
+
+    #[test]
+    fn all_core_attach_fail_is_degraded() {
+        let (s, t) = debian();
+        let mut plan = Plan::new(ALL, &s, Some(&t));
+        for a in 0..2 {
+            plan.record(
+                "cleanup_net",
+                Outcome::Failed {
+                    alternative: a,
+                    error: "E".into(),
+                },
+            )
+            .unwrap();
+        }
+        assert!(!plan.full_tracer_possible());
+        let fb: Vec<_> = plan
+            .needed_fallbacks()
+            .iter()
+            .map(|h| h.hook.name)
+            .collect();
+        assert_eq!(fb, ["workqueue"]);
+        plan.record("workqueue", Outcome::Attached { alternative: 0 })
+            .unwrap();
+        assert_eq!(
+            plan.degraded_reasons(),
+            ["cleanup_net: attach failed; using workqueue instead"]
+        );
+        let row = &plan.rows()[1];
+        assert_eq!(row.method, "-");
+        assert_eq!(
+            row.note,
+            "fentry+fexit failed: E; kprobe+kretprobe failed: E; not hooked"
+        );
+    }
+
+    #[test]
+    fn host_kernel_uses_tracepoints() {
+        let (s, t) = debian();
+        let plan = Plan::new(HOST, &s, Some(&t));
+        assert!(!plan.full_tracer_possible());
+        assert_eq!(plan.core().count(), 0);
+        let fb: Vec<_> = plan
+            .needed_fallbacks()
+            .iter()
+            .map(|h| h.hook.name)
+            .collect();
+        assert_eq!(fb, ["unshare", "fork", "workqueue"]);
+        let u = &plan.hook("unshare").unwrap().candidates[0].programs;
+        assert_eq!(
+            u[0].tracepoint_parts(),
+            Some(("syscalls", "sys_enter_unshare"))
+        );
+        assert_eq!(u[1].program, "unshare_exit_tp");
+        assert_eq!(
+            plan.hook("fork").unwrap().candidates[0].programs[0].target,
+            "sched_process_fork"
+        );
+        assert_eq!(
+            plan.degraded_reasons(),
+            [
+                "copy_net_ns: no fentry/fexit or kprobe/kretprobe support; using unshare + fork instead",
+                "cleanup_net: no fentry/fexit or kprobe/kretprobe support; using workqueue instead",
+                "__put_net: no fentry or kprobe support; not seen: namespace destroy requests (last reference dropped)",
+                "rtnl_unlock: no fentry/fexit or kprobe/kretprobe support; not seen: slow rtnl critical sections (out-of-line callers only)",
+                "netdev_run_todo: no fentry/fexit or kprobe/kretprobe support; not seen: device unregister timing (start of the refcount wait)",
+                "netdev_refcnt_read: no fexit or kprobe/kretprobe support; not seen: devices waiting to become free, with usage count",
+            ]
+        );
+        let rows = plan.rows();
+        assert_eq!(rows[9].method, "tracepoint");
+        assert_eq!(rows[9].note, "planned: replaces copy_net_ns");
+        assert_eq!(rows[10].method, "tp_btf");
+        let doc = plan.doctor_json();
+        assert_eq!(doc["capabilities"]["kprobe"], false);
+        assert_eq!(doc["full_tracer_possible"], false);
+        assert_eq!(doc["hooks"].as_array().unwrap().len(), HOOKS.len());
+    }
+
+    #[test]
+    fn host_with_hidden_addresses_cannot_use_workqueue() {
+        let s = Symbols::parse("0000000000000000 T copy_net_ns\n0000000000000000 t cleanup_net\n");
+        let plan = Plan::new(HOST, &s, None);
+        let w = plan.hook("workqueue").unwrap();
+        assert!(w.candidates.is_empty());
+        assert_eq!(
+            w.skip.as_deref(),
+            Some("kallsyms addresses hidden (kptr_restrict): cannot match cleanup_net work")
+        );
+        assert_eq!(
+            plan.degraded_reasons()[1],
+            "cleanup_net: no fentry/fexit or kprobe/kretprobe support; not seen: teardown batches of dying namespaces"
+        );
+    }
+
+    #[test]
+    fn isra_clone_only() {
+        let (_, t) = debian();
+        let s = Symbols::parse(
+            "ffffffff81000000 T copy_net_ns\n\
+             ffffffff81000100 t cleanup_net.isra.0\n\
+             ffffffff81000200 t netdev_refcnt_read.constprop.0\n\
+             ffffffff81000300 t netdev_run_todo.cold\n",
+        );
+        let plan = Plan::new(ALL, &s, Some(&t));
+        let c = plan.hook("cleanup_net").unwrap();
+        assert_eq!(
+            c.status,
+            SymbolStatus::OnlyClone("cleanup_net.isra.0".into())
+        );
+        // No BTF function for a clone: kprobe only, on the clone's name.
+        assert_eq!(methods(&plan, "cleanup_net"), ["kprobe+kretprobe"]);
+        assert_eq!(c.candidates[0].programs[0].target, "cleanup_net.isra.0");
+        let r = plan.rows();
+        assert_eq!(r[1].symbol, "cleanup_net.isra.0");
+        assert_eq!(r[1].status, "clone");
+        assert_eq!(
+            r[1].note,
+            "probing compiler clone cleanup_net.isra.0; planned"
+        );
+        // Reads its argument: a rewritten ABI would give garbage.
+        let n = plan.hook("netdev_refcnt_read").unwrap();
+        assert!(n.candidates.is_empty());
+        assert_eq!(
+            n.skip.as_deref(),
+            Some("only compiler clone netdev_refcnt_read.constprop.0 exists (ABI may differ)")
+        );
+        // A cold tail alone means the function was inlined away.
+        assert_eq!(
+            plan.hook("netdev_run_todo").unwrap().status,
+            SymbolStatus::Absent
+        );
+        // cleanup_net's address is unknown (only the clone): no workqueue.
+        assert_eq!(plan.cleanup_net_addr(), None);
+    }
+
+    #[test]
+    fn notrace_means_kprobe_only() {
+        let (s, _) = debian();
+        let t = FilterFunctions::parse("copy_net_ns\ncleanup_net\n");
+        let plan = Plan::new(ALL, &s, Some(&t));
+        assert_eq!(
+            plan.hook("__put_net").unwrap().status,
+            SymbolStatus::FoundNotrace
+        );
+        assert_eq!(methods(&plan, "__put_net"), ["kprobe"]);
+        assert_eq!(plan.rows()[2].note, "notrace: no fentry; planned");
+        // Without the tracefs list every found symbol counts as traceable.
+        let plan = Plan::new(ALL, &s, None);
+        assert_eq!(methods(&plan, "__put_net"), ["fentry", "kprobe"]);
+    }
+
+    #[test]
+    fn fentry_needs_btf() {
+        let (s, t) = debian();
+        let caps = Capabilities { btf: false, ..ALL };
+        let plan = Plan::new(caps, &s, Some(&t));
+        assert_eq!(methods(&plan, "copy_net_ns"), ["kprobe+kretprobe"]);
+        assert!(plan.hook("fork").unwrap().candidates.is_empty());
+    }
+
+    #[test]
+    fn older_kernel_wait_symbol() {
+        let s = Symbols::parse("ffffffff81000000 t netdev_wait_allrefs\n");
+        let plan = Plan::new(ALL, &s, None);
+        let w = plan.hook("netdev_wait_allrefs").unwrap();
+        assert_eq!(
+            (w.symbol.as_str(), &w.status),
+            ("netdev_wait_allrefs", &SymbolStatus::Found)
+        );
+        assert_eq!(
+            plan.hook("copy_net_ns").unwrap().status,
+            SymbolStatus::Absent
+        );
+        assert_eq!(
+            plan.hook("copy_net_ns").unwrap().skip.as_deref(),
+            Some("not in kallsyms")
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Loading the eBPF object and attaching programs, one method at a time.
+//! The planner (`plan`) decides what to try in which order; this module
+//! only does it and reports exactly what the kernel said.
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use netns_trace_common::{Config, Offsets};
+
+/// The compiled eBPF object, built by build.rs (aya-build).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netns-trace"));
+
+pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .override_global("OFFSETS", offsets, true)
+        .override_global("CONFIG", config, true)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object (maps and globals) into the kernel")
+}
+
+/// How a program is attached (mirrors `plan::Method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+    Tracepoint,
+    BtfTracepoint,
+}
+
+/// Loads and attaches one program. `target` is a kernel function for
+/// kprobes and fentry, `category/name` for tracepoints, the tracepoint name
+/// for tp_btf. Errors carry the kernel's answer (errno, verifier log).
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    program: &str,
+    how: How,
+    target: &str,
+) -> Result<()> {
+    load_and_maybe_attach(ebpf, btf, program, how, target, true)
+}
+
+/// Loads a program (the verifier runs, the BTF target is resolved) without
+/// attaching it: `--dry-run`.
+pub fn verify(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    program: &str,
+    how: How,
+    target: &str,
+) -> Result<()> {
+    load_and_maybe_attach(ebpf, btf, program, how, target, false)
+}
+
+fn load_and_maybe_attach(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    program: &str,
+    how: How,
+    target: &str,
+    attach: bool,
+) -> Result<()> {
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| anyhow!("program {program} is not in the eBPF object"))?;
+    let need_btf = || btf.ok_or_else(|| anyhow!("needs kernel BTF"));
+    match how {
+        How::Fentry => {
+            let p: &mut FEntry = prog.try_into()?;
+            p.load(target, need_btf()?).map_err(flatten)?;
+            if attach {
+                p.attach().map_err(flatten)?;
+            }
+        }
+        How::Fexit => {
+            let p: &mut FExit = prog.try_into()?;
+            p.load(target, need_btf()?).map_err(flatten)?;
+            if attach {
+                p.attach().map_err(flatten)?;
+            }
+        }
+        How::Kprobe | How::Kretprobe => {
+            let p: &mut KProbe = prog.try_into()?;
+            p.load().map_err(flatten)?;
+            if attach {
+                p.attach(target, 0).map_err(flatten)?;
+            }
+        }
+        How::Tracepoint => {
+            let (category, name) = target
+                .split_once('/')
+                .ok_or_else(|| anyhow!("tracepoint {target} is not category/name"))?;
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load().map_err(flatten)?;
+            if attach {
+                p.attach(category, name).map_err(flatten)?;
+            }
+        }
+        How::BtfTracepoint => {
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(target, need_btf()?).map_err(flatten)?;
+            if attach {
+                p.attach().map_err(flatten)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Detaches and unloads a program (used to undo half of a failed pair).
+pub fn unload(ebpf: &mut Ebpf, program: &str) {
+    let result = match ebpf.program_mut(program) {
+        Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
+        Some(Program::TracePoint(p)) => p.unload(),
+        Some(Program::BtfTracePoint(p)) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(err) = result {
+        log::debug!("unloading {program}: {err}");
+    }
+}
+
+/// One line for the kernel's answer: the error chain, with the verifier
+/// log cut to its last lines (the reason is at the end).
+fn flatten(err: aya::programs::ProgramError) -> anyhow::Error {
+    let text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    let mut chain = text.clone();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lines: Vec<&str> = chain.lines().collect();
+    if lines.len() > 6 {
+        anyhow!("{} ... {}", lines[0], lines[lines.len() - 4..].join(" | "))
+    } else {
+        anyhow!("{}", lines.join(" | "))
+    }
+}

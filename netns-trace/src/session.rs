@@ -1,0 +1,677 @@
+//! The tracing session as a pure state machine: decoded events in, output
+//! records out, and the summary at the end.
+//!
+//! It remembers who created each namespace (a dying namespace has left
+//! /proc, so the create event is the only witness), which namespaces are
+//! queued for `cleanup_net`, which batch each belongs to, and which
+//! devices are waiting to become free.
+
+use std::collections::{HashMap, HashSet};
+
+use netns_trace_common::{create_source, dev_wait_flags, phase, Header};
+
+use crate::events::{cstr_lossy, decode, Event};
+use crate::kallsyms::Symbols;
+use crate::output::{
+    CleanupNetRec, DevWaitRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec, Record,
+    RtnlUnlockRec, RunTodoRec, StillWaiting, SummaryRec,
+};
+
+const CLONE_NEWNET: u64 = 0x4000_0000;
+
+#[derive(Debug, Default)]
+pub struct SessionConfig {
+    /// `bpf_ktime_get_ns()` clock (CLOCK_MONOTONIC) at tracer start.
+    pub start_ktime_ns: u64,
+    /// Wall clock at the same instant, Unix nanoseconds.
+    pub start_unix_ns: u64,
+    /// `--netns` inodes.
+    pub netns: Vec<u32>,
+    /// `--pid` values.
+    pub pids: Vec<u32>,
+    /// For symbolising `rtnl_unlock` callers.
+    pub symbols: Option<Symbols>,
+}
+
+#[derive(Debug)]
+struct Namespace {
+    destroy_ns: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Batch {
+    start_ns: u64,
+    netns: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Device {
+    name: String,
+    netns: u32,
+    refcnt: i32,
+    since_ns: u64,
+    /// The task in the wait loop; its `run_todo` end releases the device.
+    pid: u32,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    /// None: no filter. Else the namespaces in scope, growing as in-scope
+    /// tasks create namespaces.
+    scope: Option<HashSet<u32>>,
+    namespaces: HashMap<u32, Namespace>,
+    /// Destroyed, waiting for the next `cleanup_net` start.
+    queued: Vec<u32>,
+    /// Running batches by kworker tid.
+    batches: HashMap<u32, Batch>,
+    devices: HashMap<u64, Device>,
+    created: u64,
+    destroyed: u64,
+    cleanup_batches: u64,
+    slowest: Option<(u64, u32)>,
+    decode_errors: u64,
+    lost_reported: LostCounts,
+}
+
+fn comm(h: &Header) -> String {
+    cstr_lossy(&h.comm)
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig) -> Self {
+        let filtered = !cfg.netns.is_empty() || !cfg.pids.is_empty();
+        let scope = filtered.then(|| cfg.netns.iter().copied().collect());
+        Session {
+            cfg,
+            scope,
+            namespaces: HashMap::new(),
+            queued: Vec::new(),
+            batches: HashMap::new(),
+            devices: HashMap::new(),
+            created: 0,
+            destroyed: 0,
+            cleanup_batches: 0,
+            slowest: None,
+            decode_errors: 0,
+            lost_reported: LostCounts::default(),
+        }
+    }
+
+    fn rel(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.cfg.start_ktime_ns)
+    }
+
+    pub fn in_scope(&self, netns: u32) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(&netns))
+    }
+
+    /// Malformed records seen by [`Session::on_bytes`].
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// Decode and consume one ring-buffer record; a malformed one is
+    /// counted (reported through the next `lost` record), not fatal.
+    pub fn on_bytes(&mut self, buf: &[u8]) -> Option<Record> {
+        match decode(buf) {
+            Ok(ev) => self.on_event(ev),
+            Err(_) => {
+                self.decode_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Consume one event; returns the record to print, if any.
+    pub fn on_event(&mut self, ev: Event) -> Option<Record> {
+        match ev {
+            Event::NetnsCreate(e) => {
+                // Out-of-scope creates are dropped. With --pid, the kernel
+                // knows the descendants and filtered already; userspace
+                // cannot check descent, so it trusts that and widens scope.
+                let by_pid = !self.cfg.pids.is_empty();
+                if !by_pid && !self.in_scope(e.inum) {
+                    return None;
+                }
+                if e.err == 0 && e.inum != 0 {
+                    if let Some(s) = &mut self.scope {
+                        s.insert(e.inum);
+                    }
+                    self.namespaces
+                        .insert(e.inum, Namespace { destroy_ns: None });
+                    self.created += 1;
+                }
+                let source = match e.source {
+                    create_source::UNSHARE => "unshare",
+                    create_source::FORK => "fork",
+                    _ => "copy_net_ns",
+                };
+                Some(Record::NetnsCreate(NetnsCreateRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    wall_ns: self.cfg.start_unix_ns + self.rel(e.hdr.ts_ns),
+                    netns: e.inum,
+                    net: e.net,
+                    pid: e.hdr.pid,
+                    tgid: e.hdr.tgid,
+                    comm: comm(&e.hdr),
+                    flags: e.flags,
+                    clone_newnet: e.flags & CLONE_NEWNET != 0,
+                    duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
+                    err: e.err,
+                    source,
+                }))
+            }
+            Event::NetnsDestroy(e) => {
+                if !self.in_scope(e.inum) {
+                    return None;
+                }
+                // Created before we started: unknown creator, still tracked.
+                let ns = self
+                    .namespaces
+                    .entry(e.inum)
+                    .or_insert(Namespace { destroy_ns: None });
+                ns.destroy_ns = Some(e.hdr.ts_ns);
+                self.queued.push(e.inum);
+                self.destroyed += 1;
+                Some(Record::NetnsDestroy(NetnsDestroyRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    netns: e.inum,
+                    pid: e.hdr.pid,
+                    comm: comm(&e.hdr),
+                }))
+            }
+            Event::CleanupNet(e) if e.phase == phase::START => {
+                // cleanup_net takes the whole cleanup list at its start, so
+                // the batch is everything destroyed since the last start.
+                let netns = std::mem::take(&mut self.queued);
+                let rec = CleanupNetRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    phase: "start",
+                    duration_ns: None,
+                    netns: netns.clone(),
+                    teardown_ns: None,
+                    pid: e.hdr.pid,
+                    comm: comm(&e.hdr),
+                };
+                let show = self.scope.is_none() || !netns.is_empty();
+                self.batches.insert(
+                    e.hdr.pid,
+                    Batch {
+                        start_ns: e.hdr.ts_ns,
+                        netns,
+                    },
+                );
+                show.then_some(Record::CleanupNet(rec))
+            }
+            Event::CleanupNet(e) => {
+                let end = e.hdr.ts_ns;
+                let batch = self.batches.remove(&e.hdr.pid);
+                let duration = match (e.duration_ns, &batch) {
+                    (0, Some(b)) => Some(end.saturating_sub(b.start_ns)),
+                    (0, None) => None,
+                    (d, _) => Some(d),
+                };
+                let netns = batch.map(|b| b.netns).unwrap_or_default();
+                let mut teardown = Vec::with_capacity(netns.len());
+                for n in &netns {
+                    let t = self
+                        .namespaces
+                        .remove(n)
+                        .and_then(|ns| ns.destroy_ns)
+                        .map(|d| end.saturating_sub(d));
+                    if let Some(t) = t {
+                        if self.slowest.is_none_or(|(s, _)| t > s) {
+                            self.slowest = Some((t, *n));
+                        }
+                    }
+                    teardown.push(t);
+                }
+                // The batch's devices were freed: cleanup_net returned.
+                self.devices.retain(|_, d| !netns.contains(&d.netns));
+                self.cleanup_batches += 1;
+                let show = self.scope.is_none() || !netns.is_empty();
+                show.then(|| {
+                    Record::CleanupNet(CleanupNetRec {
+                        time_ns: self.rel(end),
+                        phase: "end",
+                        duration_ns: Some(duration),
+                        netns,
+                        teardown_ns: Some(teardown),
+                        pid: e.hdr.pid,
+                        comm: comm(&e.hdr),
+                    })
+                })
+            }
+            // rtnl and run_todo are global (no namespace): never filtered.
+            Event::RtnlUnlock(e) => Some(Record::RtnlUnlock(RtnlUnlockRec {
+                time_ns: self.rel(e.hdr.ts_ns),
+                duration_ns: e.duration_ns,
+                caller: match &self.cfg.symbols {
+                    Some(s) => s.symbolize(e.caller),
+                    None => format!("{:#x}", e.caller),
+                },
+                caller_addr: e.caller,
+                pid: e.hdr.pid,
+                comm: comm(&e.hdr),
+            })),
+            Event::RunTodo(e) => {
+                self.devices.retain(|_, d| d.pid != e.hdr.pid);
+                Some(Record::RunTodo(RunTodoRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    duration_ns: e.duration_ns,
+                    pid: e.hdr.pid,
+                    comm: comm(&e.hdr),
+                }))
+            }
+            Event::DevWait(e) => {
+                if !self.in_scope(e.inum) {
+                    return None;
+                }
+                let exact = e.flags & dev_wait_flags::RUN_TODO_SEEN != 0 && e.wait_start_ns != 0;
+                let since = if exact {
+                    e.wait_start_ns
+                } else {
+                    e.first_seen_ns
+                };
+                let name = cstr_lossy(&e.name);
+                self.devices.insert(
+                    e.dev,
+                    Device {
+                        name: name.clone(),
+                        netns: e.inum,
+                        refcnt: e.refcnt,
+                        since_ns: since,
+                        pid: e.hdr.pid,
+                    },
+                );
+                Some(Record::DevWait(DevWaitRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    netns: e.inum,
+                    device: name,
+                    ifindex: e.ifindex,
+                    refcnt: e.refcnt,
+                    usage_count: e.refcnt,
+                    waiting_ns: e.hdr.ts_ns.saturating_sub(since),
+                    wait_since: if exact { "run_todo" } else { "first_seen" },
+                    dev: e.dev,
+                    pid: e.hdr.pid,
+                    comm: comm(&e.hdr),
+                }))
+            }
+        }
+    }
+
+    /// Fold in the counters (kernel `STATS` summed over CPUs, plus any
+    /// decode errors the caller counted itself); the session adds its own
+    /// decode errors. Returns a `lost` record with the totals when any
+    /// counter grew since the last one.
+    pub fn on_stats(&mut self, now_ns: u64, mut counts: LostCounts) -> Option<Record> {
+        counts.decode_errors += self.decode_errors;
+        if !counts.increased_since(&self.lost_reported) {
+            return None;
+        }
+        self.lost_reported = counts;
+        Some(Record::Lost(LostRec {
+            time_ns: self.rel(now_ns),
+            counts,
+        }))
+    }
+
+    /// The end-of-run summary as of `now_ns` (ktime).
+    pub fn summary(&self, now_ns: u64) -> Record {
+        let mut pending: Vec<u32> = self.queued.clone();
+        pending.extend(self.batches.values().flat_map(|b| b.netns.iter().copied()));
+        pending.sort_unstable();
+        pending.dedup();
+        let mut waiting: Vec<StillWaiting> = self
+            .devices
+            .values()
+            .map(|d| StillWaiting {
+                netns: d.netns,
+                device: d.name.clone(),
+                refcnt: d.refcnt,
+                waiting_ns: now_ns.saturating_sub(d.since_ns),
+            })
+            .collect();
+        waiting.sort_by(|a, b| (a.netns, &a.device).cmp(&(b.netns, &b.device)));
+        let mut lost = self.lost_reported;
+        lost.decode_errors = lost.decode_errors.max(self.decode_errors);
+        Record::Summary(SummaryRec {
+            duration_ns: self.rel(now_ns),
+            netns_created: self.created,
+            netns_destroyed: self.destroyed,
+            cleanup_batches: self.cleanup_batches,
+            slowest_teardown_ns: self.slowest.map(|s| s.0),
+            slowest_teardown_netns: self.slowest.map(|s| s.1),
+            netns_pending: pending,
+            devices_still_waiting: waiting,
+            lost,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::{bytes_of, comm as c};
+    use crate::output::{human, json_line};
+    use netns_trace_common::{
+        kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, RunTodo,
+    };
+
+    const T0: u64 = 1_000_000_000_000;
+    const S: u64 = 1_000_000_000;
+
+    fn hdr(kind: u32, t: u64, pid: u32, name: &str) -> Header {
+        Header {
+            kind,
+            cpu: 0,
+            ts_ns: T0 + t,
+            pid,
+            tgid: pid,
+            comm: c(name),
+        }
+    }
+
+    fn create(t: u64, inum: u32, pid: u32) -> Event {
+        Event::NetnsCreate(NetnsCreate {
+            hdr: hdr(kind::NETNS_CREATE, t, pid, "dockerd"),
+            flags: CLONE_NEWNET,
+            duration_ns: 1_200_000,
+            net: 0xffff888000001000,
+            inum,
+            ..Default::default()
+        })
+    }
+
+    fn destroy(t: u64, inum: u32) -> Event {
+        Event::NetnsDestroy(NetnsDestroy {
+            hdr: hdr(kind::NETNS_DESTROY, t, 812, "dockerd"),
+            net: 0,
+            inum,
+            _pad: 0,
+        })
+    }
+
+    fn cleanup(t: u64, ph: u32, dur: u64) -> Event {
+        Event::CleanupNet(CleanupNet {
+            hdr: hdr(kind::CLEANUP_NET, t, 93, "kworker/u4:1"),
+            phase: ph,
+            _pad: 0,
+            duration_ns: dur,
+        })
+    }
+
+    fn dev_wait(t: u64, inum: u32, refcnt: i32, flags: u32, first: u64, start: u64) -> Event {
+        Event::DevWait(DevWait {
+            hdr: hdr(kind::DEV_WAIT, t, 93, "kworker/u4:1"),
+            dev: 0xffff888003f00000,
+            net: 0,
+            inum,
+            ifindex: 1,
+            refcnt,
+            flags,
+            name: c("lo"),
+            first_seen_ns: T0 + first,
+            wait_start_ns: if start == 0 { 0 } else { T0 + start },
+        })
+    }
+
+    fn session(netns: Vec<u32>, pids: Vec<u32>) -> Session {
+        Session::new(SessionConfig {
+            start_ktime_ns: T0,
+            start_unix_ns: 1_714_566_896_000_000_000,
+            netns,
+            pids,
+            symbols: Some(Symbols::parse("ffffffff81001a00 T rtnetlink_rcv_msg\n")),
+        })
+    }
+
+    #[test]
+    fn lifecycle_with_batches_and_teardown() {
+        let mut s = session(vec![], vec![]);
+        let r = s.on_event(create(S, 11, 812)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"netns_create","time":1.0,"wall":"2024-05-01T12:34:57.000Z","netns":11,"net":"0xffff888000001000","pid":812,"tgid":812,"comm":"dockerd","flags":"0x40000000","clone_newnet":true,"duration_us":1200,"error":null,"source":"copy_net_ns"}"#
+        );
+        s.on_event(create(S, 12, 812));
+        s.on_event(destroy(2 * S, 11));
+        s.on_event(destroy(2 * S + S / 2, 12));
+        let r = s.on_event(cleanup(3 * S, phase::START, 0)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"cleanup_net","time":3.0,"phase":"start","netns":[11,12],"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        // Destroyed during the batch: belongs to the next one.
+        s.on_event(destroy(4 * S, 13));
+        let r = s.on_event(cleanup(5 * S, phase::END, 2 * S)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"cleanup_net","time":5.0,"phase":"end","duration_us":2000000,"netns":[11,12],"teardown_us":[3000000,2500000],"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        let r = s.on_event(cleanup(6 * S, phase::START, 0)).unwrap();
+        let Record::CleanupNet(st) = r else { panic!() };
+        assert_eq!(st.netns, [13]);
+        let Record::Summary(sum) = s.summary(10 * S + T0) else {
+            panic!()
+        };
+        assert_eq!(
+            (sum.netns_created, sum.netns_destroyed, sum.cleanup_batches),
+            (2, 3, 1)
+        );
+        assert_eq!(sum.slowest_teardown_ns, Some(3 * S));
+        assert_eq!(sum.slowest_teardown_netns, Some(11));
+        assert_eq!(sum.netns_pending, [13]);
+        assert_eq!(sum.duration_ns, 10 * S);
+    }
+
+    #[test]
+    fn cleanup_end_without_start() {
+        let mut s = session(vec![], vec![]);
+        let r = s.on_event(cleanup(S, phase::END, 0)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"cleanup_net","time":1.0,"phase":"end","duration_us":null,"netns":[],"teardown_us":[],"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        // Kernel duration 0 but our own start seen: use ours.
+        s.on_event(cleanup(2 * S, phase::START, 0));
+        let Some(Record::CleanupNet(r)) = s.on_event(cleanup(3 * S, phase::END, 0)) else {
+            panic!()
+        };
+        assert_eq!(r.duration_ns, Some(Some(S)));
+    }
+
+    #[test]
+    fn devices_waiting_and_released() {
+        let mut s = session(vec![], vec![]);
+        s.on_event(destroy(0, 11));
+        s.on_event(cleanup(S / 2, phase::START, 0));
+        let r = s
+            .on_event(dev_wait(
+                4 * S,
+                11,
+                2,
+                dev_wait_flags::RUN_TODO_SEEN,
+                2 * S,
+                S,
+            ))
+            .unwrap();
+        assert_eq!(
+            human(&r),
+            "   4.000 dev_wait              11      93 kworker/u4:1     lo ifindex=1 usage_count=2 waiting=3.0s"
+        );
+        let Record::DevWait(d) = s.on_event(dev_wait(5 * S, 11, 1, 0, 2 * S, 0)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((d.waiting_ns, d.wait_since), (3 * S, "first_seen"));
+        let Record::Summary(sum) = s.summary(T0 + 12 * S) else {
+            panic!()
+        };
+        assert_eq!(
+            sum.devices_still_waiting,
+            [StillWaiting {
+                netns: 11,
+                device: "lo".into(),
+                refcnt: 1,
+                waiting_ns: 10 * S
+            }]
+        );
+        assert_eq!(sum.netns_pending, [11]);
+        s.on_event(cleanup(13 * S, phase::END, 0));
+        let Record::Summary(sum) = s.summary(T0 + 14 * S) else {
+            panic!()
+        };
+        assert!(sum.devices_still_waiting.is_empty());
+        assert!(sum.netns_pending.is_empty());
+    }
+
+    #[test]
+    fn run_todo_end_releases_same_task_only() {
+        let mut s = session(vec![], vec![]);
+        s.on_event(dev_wait(S, 11, 2, 0, S, 0));
+        let other = RunTodo {
+            hdr: hdr(kind::RUN_TODO, 2 * S, 5, "ip"),
+            duration_ns: S,
+        };
+        s.on_event(Event::RunTodo(other));
+        let Record::Summary(sum) = s.summary(T0 + 3 * S) else {
+            panic!()
+        };
+        assert_eq!(sum.devices_still_waiting.len(), 1);
+        let mine = RunTodo {
+            hdr: hdr(kind::RUN_TODO, 3 * S, 93, "kworker/u4:1"),
+            duration_ns: 2 * S,
+        };
+        let r = s.on_event(Event::RunTodo(mine)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"run_todo","time":3.0,"duration_us":2000000,"pid":93,"comm":"kworker/u4:1"}"#
+        );
+        let Record::Summary(sum) = s.summary(T0 + 4 * S) else {
+            panic!()
+        };
+        assert!(sum.devices_still_waiting.is_empty());
+    }
+
+    #[test]
+    fn rtnl_caller_symbolised() {
+        let mut s = session(vec![], vec![]);
+        let e = RtnlUnlock {
+            hdr: hdr(kind::RTNL_UNLOCK, S, 5, "ip"),
+            duration_ns: 15_000_000,
+            caller: 0xffffffff81001a1a,
+        };
+        let Record::RtnlUnlock(r) = s.on_event(Event::RtnlUnlock(e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.caller, "rtnetlink_rcv_msg+0x1a");
+        assert_eq!(
+            human(&Record::RtnlUnlock(r)),
+            "   1.000 rtnl_unlock            -       5 ip               dur=15.0ms caller=rtnetlink_rcv_msg+0x1a"
+        );
+    }
+
+    #[test]
+    fn netns_filter() {
+        let mut s = session(vec![11], vec![]);
+        assert!(s.on_event(create(0, 12, 1)).is_none());
+        assert!(s.on_event(destroy(S, 12)).is_none());
+        assert!(s.on_event(dev_wait(S, 12, 2, 0, S, 0)).is_none());
+        assert!(s.on_event(destroy(S, 11)).is_some());
+        let Some(Record::CleanupNet(b)) = s.on_event(cleanup(2 * S, phase::START, 0)) else {
+            panic!()
+        };
+        assert_eq!(b.netns, [11]);
+        // A batch with nothing in scope is not shown.
+        s.on_event(cleanup(3 * S, phase::END, 0));
+        assert!(s.on_event(cleanup(4 * S, phase::START, 0)).is_none());
+        assert!(s.on_event(cleanup(5 * S, phase::END, 0)).is_none());
+        let Record::Summary(sum) = s.summary(T0 + 6 * S) else {
+            panic!()
+        };
+        assert_eq!(
+            (sum.netns_created, sum.netns_destroyed, sum.cleanup_batches),
+            (0, 1, 2)
+        );
+    }
+
+    #[test]
+    fn pid_filter_widens_scope_with_created_namespaces() {
+        let mut s = session(vec![], vec![812]);
+        assert!(
+            s.on_event(destroy(0, 99)).is_none(),
+            "not created by the watched tasks"
+        );
+        assert!(s.on_event(create(S, 21, 812)).is_some());
+        assert!(s.in_scope(21));
+        assert!(s.on_event(dev_wait(2 * S, 21, 2, 0, S, 0)).is_some());
+        assert!(s.on_event(dev_wait(2 * S, 99, 2, 0, S, 0)).is_none());
+    }
+
+    #[test]
+    fn failed_create_not_tracked() {
+        let mut s = session(vec![], vec![]);
+        let Event::NetnsCreate(mut e) = create(S, 0, 1) else {
+            panic!()
+        };
+        e.err = -28;
+        e.net = 0;
+        e.duration_ns = 0;
+        e.source = create_source::UNSHARE;
+        let r = s.on_event(Event::NetnsCreate(e)).unwrap();
+        let j = json_line(&r);
+        assert!(
+            j.contains(r#""duration_us":null,"error":"ENOSPC","source":"unshare""#),
+            "{j}"
+        );
+        let Record::Summary(sum) = s.summary(T0) else {
+            panic!()
+        };
+        assert_eq!(sum.netns_created, 0);
+    }
+
+    #[test]
+    fn lost_accounting() {
+        let mut s = session(vec![], vec![]);
+        assert!(s.on_stats(T0 + S, LostCounts::default()).is_none());
+        assert!(s.on_bytes(&[1, 2, 3]).is_none());
+        assert!(s.on_bytes(&bytes_of(&hdr(77, 0, 1, "x"))).is_none());
+        assert_eq!(s.decode_errors(), 2);
+        let k = LostCounts {
+            ringbuf_drops: 5,
+            ..Default::default()
+        };
+        let r = s.on_stats(T0 + 2 * S, k).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"lost","time":2.0,"ringbuf_drops":5,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":2}"#
+        );
+        assert!(s.on_stats(T0 + 3 * S, k).is_none(), "nothing new");
+        let r = s
+            .on_stats(
+                T0 + 4 * S,
+                LostCounts {
+                    missed_entry: 1,
+                    ..k
+                },
+            )
+            .unwrap();
+        let Record::Lost(l) = r else { panic!() };
+        assert_eq!((l.counts.ringbuf_drops, l.counts.missed_entry), (5, 1));
+        let Record::Summary(sum) = s.summary(T0 + 5 * S) else {
+            panic!()
+        };
+        assert_eq!(sum.lost.ringbuf_drops, 5);
+        assert_eq!(sum.lost.decode_errors, 2);
+        // A good record still decodes and is consumed.
+        let ok = NetnsDestroy {
+            hdr: hdr(kind::NETNS_DESTROY, S, 1, "ip"),
+            net: 0,
+            inum: 5,
+            _pad: 0,
+        };
+        assert!(s.on_bytes(&bytes_of(&ok)).is_some());
+    }
+}

@@ -1,0 +1,267 @@
+//! The tracing run: load, attach, read the ring buffer, print, summarise.
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use netns_trace::{
+    cli::TraceOptions,
+    kernel::{btf::resolve_offsets, tracefs},
+    output::{AttachRec, LostCounts, Record, Renderer},
+    session::{Session, SessionConfig},
+};
+use netns_trace_common::{mode, stat, Config, Offsets};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{attach, probes, Prepared};
+
+/// Offsets and config for the programs, plus the fields this kernel lacks.
+pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, Vec<String>) {
+    let (mut offsets, missing) = resolve_offsets(&prepared.btf);
+    if let Some(t) = &prepared.caps.tracefs {
+        let tp = |cat: &str, name: &str, field: &str| {
+            tracefs::field_offset(t, cat, name, field).unwrap_or(Offsets::MISSING)
+        };
+        offsets.tp_unshare_flags = tp("syscalls", "sys_enter_unshare", "unshare_flags");
+        offsets.tp_unshare_ret = tp("syscalls", "sys_exit_unshare", "ret");
+        offsets.tp_wq_work = tp("workqueue", "workqueue_execute_start", "work");
+        offsets.tp_wq_function = tp("workqueue", "workqueue_execute_start", "function");
+    }
+    let mut config = Config::default_const();
+    config.filter_enabled = u32::from(opts.filtered());
+    config.rtnl_threshold_ns = opts.rtnl_threshold.as_nanos() as u64;
+    config.free_refcnt = prepared.caps.free_refcnt();
+    config.cleanup_net_addr = prepared.plan.cleanup_net_addr().unwrap_or(0);
+    (offsets, config, missing)
+}
+
+pub fn load_programs(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
+    probes::load(offsets, config)
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+fn ktime_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("opening map {name}"))
+}
+
+pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
+    let started = Instant::now();
+    let start_ktime_ns = ktime_now();
+    let start_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut prepared = crate::prepare()?;
+    let (offsets, config, missing) = settings(&prepared, &opts);
+    for m in &missing {
+        log::warn!("BTF: {m}");
+    }
+    let mut ebpf = load_programs(&offsets, &config)?;
+
+    // Scope maps before attaching, so the first event is already filtered.
+    if opts.filtered() {
+        let mut tgids: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut("SCOPE_TGIDS")
+                .ok_or_else(|| anyhow!("map SCOPE_TGIDS missing"))?,
+        )?;
+        for &pid in &opts.pids {
+            tgids.insert(pid, 1, 0).context("filling the pid scope")?;
+        }
+        let mut netns: HashMap<_, u32, u8> = HashMap::try_from(
+            ebpf.map_mut("SCOPE_NETNS")
+                .ok_or_else(|| anyhow!("map SCOPE_NETNS missing"))?,
+        )?;
+        for &inum in &opts.netns {
+            netns
+                .insert(inum, 1, 0)
+                .context("filling the netns scope")?;
+        }
+    }
+
+    let btf = Some(&prepared.aya_btf);
+    attach::attach_all(&mut ebpf, btf, &mut prepared.plan, opts.dry_run);
+    if !opts.pids.is_empty() {
+        // Descendants of --pid join the scope through the fork hook.
+        attach::ensure_hook(&mut ebpf, btf, &mut prepared.plan, "fork", opts.dry_run);
+    }
+    let plan = &prepared.plan;
+    if !plan.hooks.iter().any(|h| h.chosen().is_some()) {
+        return Err(anyhow!(
+            "no hook could be attached on this kernel ({}): run `netns-trace doctor` for the reasons",
+            prepared.caps.release
+        ));
+    }
+    let creation_exact = plan
+        .hook("copy_net_ns")
+        .is_some_and(|h| h.chosen().is_some());
+    let degraded = !plan.full_tracer_possible() || !missing.is_empty();
+    if !creation_exact {
+        let mut modes: Array<_, u32> = Array::try_from(
+            ebpf.map_mut("MODE")
+                .ok_or_else(|| anyhow!("map MODE missing"))?,
+        )?;
+        modes
+            .set(mode::DEGRADED, 1, 0)
+            .context("setting degraded mode")?;
+    }
+    let mut reasons = plan.degraded_reasons();
+    reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
+    let attach_ms = started.elapsed().as_millis() as u64;
+
+    let mut out = Output::new(opts.json);
+    out.write(&Record::Attach(AttachRec {
+        hooks: plan.rows(),
+        degraded,
+        reasons: reasons.clone(),
+        attach_ms,
+    }))?;
+    if degraded {
+        eprintln!(
+            "netns-trace: running degraded on {}: {}",
+            prepared.caps.release,
+            reasons.join("; ")
+        );
+    }
+    if opts.dry_run {
+        eprintln!("netns-trace: dry run: every planned program loaded and passed the verifier; nothing attached");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("writing --ready-file {}", path.display()))?;
+    }
+
+    let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
+    let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "STATS")?;
+    #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
+    let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    let mut session = Session::new(SessionConfig {
+        start_ktime_ns,
+        start_unix_ns,
+        netns: opts.netns.clone(),
+        pids: opts.pids.clone(),
+        symbols: Some(prepared.symbols),
+    });
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                drain(guard.get_inner_mut(), &mut session, &mut out)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
+                    out.write(&rec)?;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline, if opts.duration.is_some() => break,
+        }
+    }
+    drain(ring.get_mut(), &mut session, &mut out)?;
+    if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
+        out.write(&rec)?;
+    }
+    let detach_start = Instant::now();
+    drop(ring);
+    drop(ebpf);
+    log::info!("detached in {} ms", detach_start.elapsed().as_millis());
+    out.write(&session.summary(ktime_now()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn drain(ring: &mut RingBuf<MapData>, session: &mut Session, out: &mut Output) -> Result<()> {
+    while let Some(item) = ring.next() {
+        if let Some(rec) = session.on_bytes(&item) {
+            out.write_buffered(&rec)?;
+        }
+    }
+    out.flush()
+}
+
+/// Kernel counters summed over CPUs.
+fn lost_counts(stats: &PerCpuArray<MapData, u64>) -> LostCounts {
+    let sum = |index: u32| -> u64 {
+        stats
+            .get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    };
+    LostCounts {
+        ringbuf_drops: sum(stat::RINGBUF_DROPS),
+        read_errors: sum(stat::READ_ERRORS),
+        map_full: sum(stat::MAP_FULL),
+        missed_entry: sum(stat::MISSED_ENTRY),
+        decode_errors: 0,
+    }
+}
+
+/// stdout, flushed per batch so readers (pipes, scenario drivers) see
+/// events as they happen. A closed pipe ends the run quietly.
+struct Output {
+    renderer: Renderer,
+    stdout: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Output {
+    fn new(json: bool) -> Self {
+        Self {
+            renderer: Renderer::new(json),
+            stdout: std::io::BufWriter::new(std::io::stdout()),
+        }
+    }
+
+    fn write_buffered(&mut self, rec: &Record) -> Result<()> {
+        let text = self.renderer.render(rec);
+        self.stdout.write_all(text.as_bytes()).map_err(broken_pipe)
+    }
+
+    fn write(&mut self, rec: &Record) -> Result<()> {
+        self.write_buffered(rec)?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.stdout.flush().map_err(broken_pipe)
+    }
+}
+
+fn broken_pipe(err: std::io::Error) -> anyhow::Error {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow!("output closed (broken pipe)")
+    } else {
+        anyhow!("writing output: {err}")
+    }
+}

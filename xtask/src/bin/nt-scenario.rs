@@ -1,0 +1,465 @@
+//! Scenario driver, runs inside the test VM (PID 1's child).
+//!
+//! Starts the tracer, waits for its ready file, drives one scenario, stops the
+//! tracer with SIGINT and prints everything the host harness needs between
+//! `==NT-BEGIN <section>==` / `==NT-END <section>==` markers on stdout (the
+//! serial console). It never asserts: that is `cargo xtask vm-test`'s job, so
+//! it exits 0 unless the tracer could not even start.
+//!
+//! Namespace children are this same binary re-executed (`__churn-child`,
+//! `__stuck-child`) rather than fork()ed: the parent has reader threads, and
+//! only exec gives the child a clean single-threaded process.
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Seconds to wait for the tracer to report what the scenario expects.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// The tracer command line (after `--`).
+    #[arg(last = true, required = true)]
+    tracer: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Create and destroy `count` namespaces, each with a loopback TCP connection.
+    Churn {
+        #[arg(long, default_value_t = 50)]
+        count: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Pin lo of a dying namespace with the test module for `hold_ms`.
+    Stuck {
+        #[arg(long, default_value = "hold")]
+        mode: String,
+        #[arg(long, default_value_t = 3000)]
+        hold_ms: u64,
+        #[arg(long, default_value = "/lib/netns_leak.ko")]
+        module: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    #[command(name = "__churn-child", hide = true)]
+    ChurnChild,
+    #[command(name = "__stuck-child", hide = true)]
+    StuckChild,
+}
+
+fn main() {
+    match Cli::parse().scenario {
+        Scenario::ChurnChild => child(true),
+        Scenario::StuckChild => child(false),
+        Scenario::Churn { count, common } => {
+            let mut facts = json!({"scenario": "churn", "count": count});
+            run(common, &mut facts, |t, facts, timeout| {
+                churn(t, facts, count, timeout)
+            })
+        }
+        Scenario::Stuck {
+            mode,
+            hold_ms,
+            module,
+            common,
+        } => {
+            let mut facts = json!({"scenario": "stuck", "mode": mode, "hold_ms": hold_ms});
+            run(common, &mut facts, |t, facts, timeout| {
+                stuck(t, facts, &mode, hold_ms, &module, timeout)
+            })
+        }
+    }
+}
+
+/// Tracer stdout lines, shared with the reader thread; the condvar is
+/// notified on each new line and at EOF.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    cond: Condvar,
+}
+
+impl Lines {
+    /// Wait until `pred` holds over the parsed lines so far, or time out.
+    fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            let parsed: Vec<Value> = guard
+                .0
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if pred(&parsed) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || guard.1 {
+                return false;
+            }
+            guard = self.cond.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+}
+
+struct Tracer {
+    child: Child,
+    lines: Arc<Lines>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn ready_file(cmd: &[String]) -> String {
+    cmd.iter()
+        .position(|a| a == "--ready-file")
+        .and_then(|i| cmd.get(i + 1).cloned())
+        .unwrap_or_else(|| "/tmp/ready".into())
+}
+
+fn start_tracer(cmd: &[String], timeout: Duration) -> Result<Tracer, String> {
+    let ready = ready_file(cmd);
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start tracer {cmd:?}: {e}"))?;
+    let lines = Arc::new(Lines::default());
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut threads = Vec::new();
+    let (out, l) = (child.stdout.take().unwrap(), lines.clone());
+    threads.push(std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            l.lines.lock().unwrap().0.push(line);
+            l.cond.notify_all();
+        }
+        l.lines.lock().unwrap().1 = true;
+        l.cond.notify_all();
+    }));
+    let (mut err, s) = (child.stderr.take().unwrap(), stderr.clone());
+    threads.push(std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }));
+    let mut tracer = Tracer {
+        child,
+        lines,
+        stderr,
+        threads,
+    };
+    // Poll for the ready file (an event, not a fixed delay), or the tracer dying.
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::path::Path::new(&ready).exists() {
+            return Ok(tracer);
+        }
+        if let Ok(Some(status)) = tracer.child.try_wait() {
+            for t in tracer.threads.drain(..) {
+                let _ = t.join();
+            }
+            return Err(format!(
+                "tracer exited before ready ({status}); stderr:\n{}",
+                tracer.stderr.lock().unwrap()
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = tracer.child.kill();
+            return Err(format!("tracer not ready after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// SIGINT, then wait up to 30 s for exit (SIGKILL after that).
+fn stop_tracer(t: &mut Tracer, facts: &mut Value) {
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match t.child.try_wait() {
+            Ok(Some(s)) => break s.to_string(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = t.child.kill();
+                let _ = t.child.wait();
+                add_error(facts, "tracer did not exit within 30 s of SIGINT; killed");
+                break "killed".into();
+            }
+        }
+    };
+    facts["tracer_exit"] = json!(status);
+    for th in t.threads.drain(..) {
+        let _ = th.join();
+    }
+}
+
+fn add_error(facts: &mut Value, msg: &str) {
+    eprintln!("nt-scenario: {msg}");
+    if facts.get("errors").is_none() {
+        facts["errors"] = json!([]);
+    }
+    facts["errors"].as_array_mut().unwrap().push(json!(msg));
+}
+
+fn run(common: Common, facts: &mut Value, body: impl FnOnce(&Tracer, &mut Value, Duration)) {
+    let timeout = Duration::from_secs(common.timeout);
+    let (json_lines, stderr) = match start_tracer(&common.tracer, Duration::from_secs(120)) {
+        Ok(mut t) => {
+            body(&t, facts, timeout);
+            stop_tracer(&mut t, facts);
+            let lines = t.lines.lines.lock().unwrap().0.clone();
+            let stderr = t.stderr.lock().unwrap().clone();
+            (lines, stderr)
+        }
+        Err(e) => {
+            add_error(facts, &e);
+            facts["tracer_exit"] = json!("did not start");
+            (Vec::new(), e)
+        }
+    };
+    let dmesg = read_kmsg().unwrap_or_else(|e| format!("reading /dev/kmsg failed: {e}"));
+    let mut out = std::io::stdout().lock();
+    for (name, body) in [
+        ("facts", facts.to_string()),
+        ("tracer-json", json_lines.join("\n")),
+        ("tracer-stderr", stderr),
+        ("dmesg", dmesg),
+    ] {
+        let _ = writeln!(out, "==NT-BEGIN {name}==");
+        for l in body.lines() {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = writeln!(out, "==NT-END {name}==");
+    }
+    let _ = out.flush();
+}
+
+/// The whole kernel log, read from /dev/kmsg without blocking: one record
+/// per read(), "prio,seq,usec,flags;message", rendered as "[sec.usec] message".
+fn read_kmsg() -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")?;
+    let mut out = String::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                let Some((meta, msg)) = rec.split_once(';') else {
+                    continue;
+                };
+                let usec: u64 = meta
+                    .split(',')
+                    .nth(2)
+                    .and_then(|u| u.parse().ok())
+                    .unwrap_or(0);
+                // Continuation lines (" KEY=value") are dictionary data: skip.
+                let msg = msg.lines().next().unwrap_or("");
+                out += &format!("[{:5}.{:06}] {msg}\n", usec / 1_000_000, usec % 1_000_000);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            // EPIPE: records were overwritten before we read them; go on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn self_exe() -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "/bin/nt-scenario".into())
+}
+
+/// Namespace inode of a child: the first line of its stdout.
+fn read_inode(child: &mut Child) -> Result<u64, String> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    line.trim()
+        .parse()
+        .map_err(|_| format!("bad inode line from child: {line:?}"))
+}
+
+fn has(v: &Value, ty: &str, netns: u64) -> bool {
+    v["type"] == ty && v["netns"].as_u64() == Some(netns)
+}
+
+fn churn(t: &Tracer, facts: &mut Value, count: usize, timeout: Duration) {
+    let mut inodes = Vec::new();
+    for _ in 0..count {
+        let spawned = Command::new(self_exe())
+            .arg("__churn-child")
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut c = match spawned {
+            Ok(c) => c,
+            Err(e) => return add_error(facts, &format!("spawn churn child: {e}")),
+        };
+        match read_inode(&mut c) {
+            Ok(i) => inodes.push(i),
+            Err(e) => add_error(facts, &e),
+        }
+        let _ = c.wait();
+    }
+    facts["inodes"] = json!(inodes);
+    // Inode numbers are recycled once a namespace is freed, so count: each
+    // inode needs as many netns_destroy lines as times the children saw it.
+    let all_destroyed = t.lines.wait_for(timeout, |lines| {
+        inodes.iter().all(|&i| {
+            let seen = inodes.iter().filter(|&&j| j == i).count();
+            lines.iter().filter(|v| has(v, "netns_destroy", i)).count() >= seen
+        })
+    });
+    if !all_destroyed {
+        add_error(
+            facts,
+            &format!("timeout: not every netns_destroy seen after {timeout:?}"),
+        );
+    }
+}
+
+fn stuck(t: &Tracer, facts: &mut Value, mode: &str, hold_ms: u64, module: &str, timeout: Duration) {
+    // Make the kernel print its "waiting for lo" line every second.
+    if let Err(e) = std::fs::write("/proc/sys/net/core/netdev_unregister_timeout_secs", "1") {
+        add_error(facts, &format!("set netdev_unregister_timeout_secs: {e}"));
+    }
+    let spawned = Command::new(self_exe())
+        .arg("__stuck-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut c = match spawned {
+        Ok(c) => c,
+        Err(e) => return add_error(facts, &format!("spawn stuck child: {e}")),
+    };
+    let inode = match read_inode(&mut c) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = c.kill();
+            return add_error(facts, &e);
+        }
+    };
+    facts["inodes"] = json!([inode]);
+    let insmod = Command::new("insmod")
+        .arg(module)
+        .arg(format!("pid={}", c.id()))
+        .arg(format!("mode={mode}"))
+        .arg(format!("hold_ms={hold_ms}"))
+        .status();
+    let loaded = matches!(insmod, Ok(s) if s.success());
+    if !loaded {
+        add_error(facts, &format!("insmod {module} failed: {insmod:?}"));
+    }
+    drop(c.stdin.take()); // EOF: the child exits and its namespace dies
+    let _ = c.wait();
+    if loaded {
+        // The teardown is over once a cleanup_net end follows a dev_wait for us.
+        let done = t.lines.wait_for(timeout, |lines| {
+            lines
+                .iter()
+                .position(|v| has(v, "dev_wait", inode))
+                .is_some_and(|i| {
+                    lines[i..]
+                        .iter()
+                        .any(|v| v["type"] == "cleanup_net" && v["phase"] == "end")
+                })
+        });
+        if !done {
+            add_error(
+                facts,
+                &format!("timeout: no dev_wait then cleanup_net end after {timeout:?}"),
+            );
+        }
+        let rmmod = Command::new("rmmod").arg("netns_leak").status();
+        if !matches!(rmmod, Ok(s) if s.success()) {
+            add_error(facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
+        }
+    }
+}
+
+/// Runs in a fresh process: new network namespace with lo up, print its inode.
+/// Churn children also make one loopback TCP connection and exit; stuck
+/// children block on stdin so the parent decides when the namespace dies.
+fn child(churn: bool) {
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    if let Err(e) = lo_up() {
+        eprintln!("lo up: {e}");
+        std::process::exit(1);
+    }
+    if churn {
+        if let Err(e) = tcp_roundtrip() {
+            eprintln!("loopback tcp: {e}");
+        }
+    }
+    let ino = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    println!("{ino}");
+    let _ = std::io::stdout().flush();
+    if !churn {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    }
+}
+
+fn lo_up() -> std::io::Result<()> {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn tcp_roundtrip() -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let (mut server, _) = listener.accept()?;
+    client.write_all(b"x")?;
+    let mut b = [0u8; 1];
+    server.read_exact(&mut b)?;
+    Ok(())
+}

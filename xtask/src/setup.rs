@@ -1,0 +1,270 @@
+//! `cargo xtask setup`: everything a fresh Debian 12 machine needs to build
+//! the tracer and run `vm-test`. Every step checks first, so reruns are cheap.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Test kernels: (short name, Debian ABI string). Debian's stock cloud builds,
+/// so tests run against the inlining and config users actually have.
+pub const KERNELS: &[(&str, &str)] = &[
+    ("6.1", "6.1.0-50-cloud-amd64"),
+    ("6.12", "6.12.111+deb12-cloud-amd64"),
+];
+
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "dwarves",
+    "kmod",
+    "bpftool",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    apt_packages()?;
+    rust_toolchain()?;
+    bpf_linker()?;
+    for (short, _) in KERNELS {
+        ensure_kernel(short)?;
+    }
+    println!("setup: done");
+    Ok(())
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn cache_dir() -> PathBuf {
+    repo_root().join(".cache")
+}
+
+/// Run a command, failing with its command line when it does not succeed.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Run a command and return its stdout (stderr passes through).
+pub fn output_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: apt packages already installed");
+        return Ok(());
+    }
+    println!("setup: apt-get update (missing: {})", missing.join(" "));
+    run_cmd(Command::new("apt-get").arg("update"))?;
+    println!("setup: installing {}", missing.join(" "));
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn rust_toolchain() -> Result<()> {
+    let sysroot = output_of(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("a nightly toolchain is needed (rustup toolchain install nightly)")?;
+    if Path::new(sysroot.trim())
+        .join("lib/rustlib/src/rust")
+        .exists()
+    {
+        println!("setup: rust-src (nightly) already installed");
+    } else {
+        println!("setup: installing rust-src for nightly");
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    // bpf-linker is built against LLVM 22; rustc's bitcode must be readable by it.
+    let vv = output_of(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .unwrap_or("unknown");
+    if !llvm.starts_with("22") {
+        bail!(
+            "rustc +nightly uses LLVM {llvm}, but bpf-linker {BPF_LINKER_VERSION} here is built \
+             for LLVM 22: install a nightly whose `rustc -vV` says LLVM version 22"
+        );
+    }
+    println!("setup: rustc +nightly uses LLVM {llvm}");
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let current = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if current == format!("bpf-linker {BPF_LINKER_VERSION}") {
+        println!("setup: bpf-linker {BPF_LINKER_VERSION} already installed");
+        return Ok(());
+    }
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION} (found: {current:?})");
+    run_cmd(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+    )
+}
+
+/// One extracted test kernel: image plus a usable headers tree.
+pub struct Kernel {
+    pub short: String,
+    pub abi: String,
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root.join(format!("boot/vmlinuz-{}", self.abi))
+    }
+    pub fn headers(&self) -> PathBuf {
+        self.root
+            .join(format!("usr/src/linux-headers-{}", self.abi))
+    }
+}
+
+/// Download and extract one kernel (image, headers, -common headers, kbuild)
+/// into `.cache/kernels/<abi>/root`, unless a marker says it is done.
+pub fn ensure_kernel(short: &str) -> Result<Kernel> {
+    let abi = KERNELS
+        .iter()
+        .find(|(s, _)| *s == short)
+        .map(|(_, a)| a.to_string())
+        .with_context(|| format!("unknown kernel {short} (known: 6.1, 6.12)"))?;
+    let dir = cache_dir().join("kernels").join(&abi);
+    let root = dir.join("root");
+    let kernel = Kernel {
+        short: short.to_string(),
+        abi: abi.clone(),
+        root: root.clone(),
+    };
+    let marker = dir.join(".extracted");
+    if marker.exists() {
+        println!("setup: kernel {abi} already extracted");
+        return Ok(kernel);
+    }
+    println!("setup: downloading kernel {abi}");
+    let debs = dir.join("debs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&debs)?;
+    let mut pkgs = vec![format!("linux-image-{abi}"), format!("linux-headers-{abi}")];
+    pkgs.extend(header_deps(&abi)?);
+    run_cmd(
+        Command::new("apt-get")
+            .arg("download")
+            .args(&pkgs)
+            .current_dir(&debs),
+    )?;
+    for deb in std::fs::read_dir(&debs)? {
+        run_cmd(Command::new("dpkg").arg("-x").arg(deb?.path()).arg(&root))?;
+    }
+    // The headers Makefile includes the -common tree by absolute /usr/src path;
+    // point it at our copy (scripts/tools are relative symlinks and just work).
+    let makefile = kernel.headers().join("Makefile");
+    let text = std::fs::read_to_string(&makefile)?;
+    let fixed = text.replace("/usr/src/", &format!("{}/usr/src/", root.display()));
+    std::fs::write(&makefile, fixed)?;
+    if !kernel.vmlinuz().exists() {
+        bail!("{} missing after extraction", kernel.vmlinuz().display());
+    }
+    std::fs::remove_dir_all(&debs)?;
+    std::fs::write(&marker, "")?;
+    println!("setup: kernel {abi} extracted to {}", root.display());
+    Ok(kernel)
+}
+
+/// The `-common` headers and `linux-kbuild-*` packages named in the headers
+/// package's Depends (their names differ between 6.1 and 6.12 packaging).
+fn header_deps(abi: &str) -> Result<Vec<String>> {
+    let show =
+        output_of(Command::new("apt-cache").args(["show", &format!("linux-headers-{abi}")]))?;
+    let depends = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .context("no Depends in apt-cache show")?;
+    Ok(parse_header_deps(depends))
+}
+
+fn parse_header_deps(depends: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for alt in depends.split(',') {
+        // First alternative, without version constraint.
+        let name = alt
+            .split('|')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        let wanted = (name.starts_with("linux-headers-") && name.ends_with("-common"))
+            || name.starts_with("linux-kbuild-");
+        if wanted && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_deps_of_both_packagings() {
+        assert_eq!(
+            parse_header_deps("linux-headers-6.1.0-50-common (= 6.1.176-1), linux-kbuild-6.1 (>= 6.1.176-1), linux-compiler-gcc-12-x86"),
+            ["linux-headers-6.1.0-50-common", "linux-kbuild-6.1"]
+        );
+        assert_eq!(
+            parse_header_deps("linux-base (>= 4.12~), linux-headers-6.12.111+deb12-common (= 6.12.111-1~deb12u1), linux-image-6.12.111+deb12-cloud-amd64 (= 6.12.111-1~deb12u1) | linux-image-6.12.111+deb12-cloud-amd64-unsigned (= 6.12.111-1~deb12u1), linux-kbuild-6.12.111+deb12, gcc-12"),
+            ["linux-headers-6.12.111+deb12-common", "linux-kbuild-6.12.111+deb12"]
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! `cargo xtask vm-test`: boot each test kernel under QEMU with an initramfs
+//! holding the tracer, the scenario driver and the test module; parse the
+//! guest's marker sections and assert on them (vm_assert).
+use crate::setup::{self, cache_dir, repo_root, run_cmd, Kernel};
+use crate::vm_assert;
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct VmTestArgs {
+    /// 6.1, 6.12 or all.
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// churn, stuck or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Keep the initramfs staging directories (for inspection).
+    #[arg(long)]
+    keep: bool,
+    /// Use a do-nothing stand-in instead of the real tracer (tests the
+    /// harness, the kernels and the module; assertions are expected to fail).
+    #[arg(long)]
+    stand_in: bool,
+    /// Seconds nt-scenario waits for the tracer's events.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// What the test module holds in the stuck scenario: hold, neigh or dst.
+    #[arg(long, default_value = "hold")]
+    mode: String,
+    /// How long the module keeps it after lo starts unregistering.
+    #[arg(long, default_value_t = 3000)]
+    hold_ms: u64,
+}
+
+const STALL: Duration = Duration::from_secs(120);
+const TOTAL: Duration = Duration::from_secs(300);
+const STAND_IN: &str = "#!/bin/sh\n# Stand-in tracer: ready at once, no events.\ntouch /tmp/ready\nexec sleep 100000\n";
+
+pub fn run(args: VmTestArgs) -> Result<()> {
+    let shorts: Vec<&str> = match args.kernel.as_str() {
+        "all" => setup::KERNELS.iter().map(|(s, _)| *s).collect(),
+        k => vec![k],
+    };
+    let scenarios: Vec<&str> = match args.scenario.as_str() {
+        "all" => vec!["churn", "stuck"],
+        s @ ("churn" | "stuck") => vec![s],
+        s => bail!("unknown scenario {s} (churn, stuck, all)"),
+    };
+    let kernels = shorts
+        .iter()
+        .map(|s| setup::ensure_kernel(s))
+        .collect::<Result<Vec<_>>>()?;
+    let root = repo_root();
+    if !args.stand_in {
+        run_cmd(
+            Command::new("cargo")
+                .args(["build", "--release", "-p", "netns-trace"])
+                .current_dir(&root),
+        )?;
+    }
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "xtask", "--bin", "nt-scenario"])
+            .current_dir(&root),
+    )?;
+    let (mut passed, mut failed) = (0, 0);
+    for k in &kernels {
+        let module = build_module(k)?;
+        let cpio = build_initramfs(k, &module, &args)?;
+        for sc in &scenarios {
+            let outcome = boot(k, &cpio, sc).and_then(|serial| {
+                let sections = vm_assert::parse_sections(&serial);
+                let run = vm_assert::Run::from_sections(&sections).map_err(anyhow::Error::msg)?;
+                Ok(match *sc {
+                    "churn" => vm_assert::check_churn(&run),
+                    _ => vm_assert::check_stuck(&run),
+                })
+            });
+            match outcome {
+                Ok(Ok(why)) => {
+                    passed += 1;
+                    println!("PASS {} {sc}: {why}", k.short);
+                }
+                Ok(Err(why)) => {
+                    failed += 1;
+                    println!("FAIL {} {sc}: {why}", k.short);
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("FAIL {} {sc}: {e:#}", k.short);
+                }
+            }
+        }
+    }
+    println!("vm-test: {passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Build testmod/ against this kernel's headers, in a copy under .cache
+/// (kbuild writes its objects next to the sources).
+fn build_module(k: &Kernel) -> Result<PathBuf> {
+    let dir = cache_dir().join("build").join(&k.abi).join("testmod");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for f in ["netns_leak.c", "Kbuild"] {
+        std::fs::copy(repo_root().join("testmod").join(f), dir.join(f))?;
+    }
+    println!("vm-test: building netns_leak.ko for {}", k.abi);
+    run_cmd(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(k.headers())
+            .arg(format!("M={}", dir.display())),
+    )?;
+    Ok(dir.join("netns_leak.ko"))
+}
+
+fn init_script(a: &VmTestArgs) -> String {
+    let (timeout, mode, hold_ms) = (a.timeout, &a.mode, a.hold_ms);
+    format!(
+        r#"#!/bin/busybox sh
+# PID 1 of the test VM: mount what the tracer needs, run the scenario named
+# by nt.scenario= on the kernel command line, power off.
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up
+scenario=
+for w in $(cat /proc/cmdline); do
+  case "$w" in nt.scenario=*) scenario="${{w#nt.scenario=}}" ;; esac
+done
+echo "nt-init: scenario $scenario on $(uname -r)"
+tracer="/bin/netns-trace --json --ready-file /tmp/ready"
+[ -x /bin/netns-trace ] || tracer=/bin/stand-in-tracer
+case "$scenario" in
+  churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
+  stuck) /bin/nt-scenario stuck --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  *) echo "nt-init: unknown scenario '$scenario'" ;;
+esac
+echo "nt-init: scenario exit $?"
+poweroff -f
+"#
+    )
+}
+
+/// Newc initramfs: busybox, init, the two binaries with their shared
+/// libraries (ldd), and the module.
+fn build_initramfs(k: &Kernel, module: &Path, args: &VmTestArgs) -> Result<PathBuf> {
+    let base = cache_dir().join("build").join(&k.abi);
+    let stage = base.join("initramfs");
+    let _ = std::fs::remove_dir_all(&stage);
+    for d in [
+        "bin", "sbin", "lib", "proc", "sys", "dev", "tmp", "etc", "root",
+    ] {
+        std::fs::create_dir_all(stage.join(d))?;
+    }
+    let target = repo_root().join("target/release");
+    copy(Path::new("/bin/busybox"), &stage.join("bin/busybox"))?;
+    let mut bins = vec![target.join("nt-scenario")];
+    if args.stand_in {
+        std::fs::write(stage.join("bin/stand-in-tracer"), STAND_IN)?;
+        chmod_x(&stage.join("bin/stand-in-tracer"))?;
+    } else {
+        bins.push(target.join("netns-trace"));
+    }
+    for b in &bins {
+        copy(b, &stage.join("bin").join(b.file_name().unwrap()))?;
+        for lib in shared_libs(b)? {
+            copy(&lib, &stage.join(lib.strip_prefix("/").unwrap()))?;
+        }
+    }
+    copy(module, &stage.join("lib/netns_leak.ko"))?;
+    std::fs::write(stage.join("init"), init_script(args))?;
+    chmod_x(&stage.join("init"))?;
+    let cpio = base.join("initramfs.cpio");
+    run_cmd(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "find . -print0 | cpio --null --quiet -o -H newc -R 0:0 > '{}'",
+                cpio.display()
+            ))
+            .current_dir(&stage),
+    )?;
+    if !args.keep {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    Ok(cpio)
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to.parent().unwrap())?;
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn chmod_x(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Absolute paths `ldd` lists (libraries and the dynamic loader).
+fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(parse_ldd(&text))
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=> ").map_or(l, |(_, r)| r);
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// Boot one scenario; return the serial output (also in .cache/vm-logs/).
+fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
+    let logs = cache_dir().join("vm-logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join(format!("{}-{scenario}.log", k.abi));
+    let mut log = std::fs::File::create(&log_path)?;
+    println!(
+        "vm-test: booting {} ({scenario}), serial log {}",
+        k.abi,
+        log_path.display()
+    );
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(k.vmlinuz())
+        .arg("-initrd")
+        .arg(cpio)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet nt.scenario={scenario}"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run cargo xtask setup)")?;
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut serial = Vec::new();
+    let mut killed = None;
+    loop {
+        match rx.recv_timeout(STALL.min(TOTAL.saturating_sub(start.elapsed()))) {
+            Ok(chunk) => {
+                log.write_all(&chunk)?;
+                serial.extend_from_slice(&chunk);
+                let tail = &serial[serial.len().saturating_sub(chunk.len() + 64)..];
+                if String::from_utf8_lossy(tail).contains("Kernel panic") {
+                    killed = Some("kernel panic");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                killed = Some(if start.elapsed() >= TOTAL {
+                    "total time over 300 s"
+                } else {
+                    "no output for 120 s"
+                });
+            }
+        }
+        if killed.is_none() && start.elapsed() >= TOTAL {
+            killed = Some("total time over 300 s");
+        }
+        if let Some(why) = killed {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            bail!("QEMU killed: {why} (log {})", log_path.display());
+        }
+    }
+    let status = child.wait()?;
+    let _ = reader.join();
+    println!(
+        "vm-test: {} ({scenario}) finished in {:.1} s, qemu {status}",
+        k.abi,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(String::from_utf8_lossy(&serial).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x1)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x2)\n\t/lib64/ld-linux-x86-64.so.2 (0x3)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+}
