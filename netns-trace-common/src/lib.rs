@@ -47,6 +47,9 @@ pub mod dev_wait_flags {
     /// The waiting task's `netdev_run_todo` entry was seen, so
     /// `wait_start_ns` is the kernel's own start of the wait.
     pub const RUN_TODO_SEEN: u32 = 1;
+    /// The device stopped waiting (its count fell back to the baseline):
+    /// the last event for it, carrying the whole wait.
+    pub const RELEASED: u32 = 2;
 }
 
 /// Indexes of the per-CPU `STATS` array (counters the programs bump).

@@ -3,8 +3,10 @@
 //! teardown worker). Each hook has a kprobe and an fentry flavour sharing
 //! one body; the loader attaches whichever the kernel allows.
 use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext as _,
 };
 use netns_trace_common::{create_source, kind, phase, CleanupNet, NetnsCreate, NetnsDestroy};
 
@@ -70,7 +72,11 @@ pub fn copy_net_ns_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "copy_net_ns")]
 pub fn copy_net_ns_fexit(ctx: FExitContext) -> u32 {
     // fexit sees the arguments, then the return value (three arguments).
-    let _ = copy_net_ns_exit(ctx.arg::<u64>(3));
+    // The verifier types it as a trusted `struct net *` and refuses the
+    // ERR_PTR range check on it, so copy it out as a plain number.
+    let slot = unsafe { (ctx.as_ptr() as *const u64).add(3) };
+    let ret = unsafe { bpf_probe_read_kernel(slot) }.unwrap_or(0);
+    let _ = copy_net_ns_exit(ret);
     0
 }
 

@@ -10,64 +10,88 @@ use netns_trace_common::{dev_wait_flags, kind, stat, DevWait, NAME_LEN};
 
 use crate::{
     kread::{
-        count, emit, enter, header, leave, net_inum, netns_in_scope, off, pid_tgid, read, setting,
-        Counted,
+        count, emit, enter, header, leave, net_inum, netns_in_scope, now, off, pid_tgid, read,
+        setting, Counted,
     },
     maps::{DevState, REFCNT_READ_CALLS, RUN_TODO_CALLS, WAITING_DEVS},
 };
 
 fn on_refcnt_read(dev: u64, refcnt: i32) -> Result<(), Counted> {
+    let run_todo = unsafe { RUN_TODO_CALLS.get(pid_tgid()) }.map(|call| call.ts_ns);
     if refcnt <= setting!(free_refcnt) {
-        // Nobody else holds it: not (or no longer) waiting.
+        // Nobody else holds it: not (or no longer) waiting. A device we saw
+        // waiting gets one last event with the whole wait.
+        let Some(state) = (unsafe { WAITING_DEVS.get(dev) }).copied() else {
+            return Ok(());
+        };
         let _ = WAITING_DEVS.remove(dev);
-        return Ok(());
+        return emit_dev(
+            dev,
+            refcnt,
+            state.first_seen_ns,
+            run_todo,
+            dev_wait_flags::RELEASED,
+        );
     }
     // Called from the wait loop: the task is inside netdev_run_todo, or
     // (when we attached mid-wait) the device is already unregistered.
-    let run_todo = unsafe { RUN_TODO_CALLS.get(pid_tgid()) }.map(|call| call.ts_ns);
     if run_todo.is_none() {
         let reg_state = read::<u8>(dev, off!(dev_reg_state))?;
         if reg_state as u32 != off!(netreg_unregistered) {
             return Ok(());
         }
     }
-    let hdr = header(kind::DEV_WAIT);
+    let now = now();
     let first_seen_ns = match WAITING_DEVS.get_ptr_mut(dev) {
         Some(state) => unsafe {
-            if hdr.ts_ns.saturating_sub((*state).last_emit_ns) < setting!(dev_wait_interval_ns) {
+            if now.saturating_sub((*state).last_emit_ns) < setting!(dev_wait_interval_ns) {
                 return Ok(());
             }
-            (*state).last_emit_ns = hdr.ts_ns;
+            (*state).last_emit_ns = now;
             (*state).first_seen_ns
         },
         None => {
             let state = DevState {
-                first_seen_ns: hdr.ts_ns,
-                last_emit_ns: hdr.ts_ns,
+                first_seen_ns: now,
+                last_emit_ns: now,
             };
             if WAITING_DEVS.insert(dev, state, 0).is_err() {
                 count(stat::MAP_FULL);
             }
-            hdr.ts_ns
+            now
         }
     };
+    emit_dev(dev, refcnt, first_seen_ns, run_todo, 0)
+}
+
+/// One `DEV_WAIT` event for `dev` (in scope only). Inlined: BPF calls take
+/// at most five arguments.
+#[inline(always)]
+fn emit_dev(
+    dev: u64,
+    refcnt: i32,
+    first_seen_ns: u64,
+    run_todo: Option<u64>,
+    flags: u32,
+) -> Result<(), Counted> {
     let net = read::<u64>(dev, off!(dev_net))?;
     let inum = net_inum(net)?;
     if !netns_in_scope(inum) {
         return Ok(());
     }
     emit(&DevWait {
-        hdr,
+        hdr: header(kind::DEV_WAIT),
         dev,
         net,
         inum,
         ifindex: read::<i32>(dev, off!(dev_ifindex))?,
         refcnt,
-        flags: if run_todo.is_some() {
-            dev_wait_flags::RUN_TODO_SEEN
-        } else {
-            0
-        },
+        flags: flags
+            | if run_todo.is_some() {
+                dev_wait_flags::RUN_TODO_SEEN
+            } else {
+                0
+            },
         name: read::<[u8; NAME_LEN]>(dev, off!(dev_name))?,
         first_seen_ns,
         wait_start_ns: run_todo.unwrap_or(0),

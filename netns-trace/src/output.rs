@@ -62,6 +62,8 @@ pub enum Record {
     RtnlUnlock(RtnlUnlockRec),
     RunTodo(RunTodoRec),
     DevWait(DevWaitRec),
+    /// A device that was waiting became free: `waiting_s` is the whole wait.
+    DevReleased(DevWaitRec),
     Lost(LostRec),
     Attach(AttachRec),
     Summary(SummaryRec),
@@ -471,6 +473,24 @@ pub fn human(rec: &Record) -> String {
             line(
                 r.time_ns,
                 "dev_wait",
+                &r.netns.to_string(),
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            )
+        }
+        Record::DevReleased(r) => {
+            let op = if r.wait_since == "run_todo" { "" } else { ">=" };
+            let d = format!(
+                "{} ifindex={} free after {op}{:.2}s (usage_count={})",
+                escape(&r.device),
+                r.ifindex,
+                r.waiting_ns as f64 / 1e9,
+                r.usage_count
+            );
+            line(
+                r.time_ns,
+                "dev_released",
                 &r.netns.to_string(),
                 &r.pid.to_string(),
                 &r.comm,

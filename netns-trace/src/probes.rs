@@ -126,19 +126,23 @@ pub fn unload(ebpf: &mut Ebpf, program: &str) {
 }
 
 /// One line for the kernel's answer: the error chain, with the verifier
-/// log cut to its last lines (the reason is at the end).
+/// log cut to the lines that say why (its statistics lines dropped).
 fn flatten(err: aya::programs::ProgramError) -> anyhow::Error {
-    let text = err.to_string();
+    let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
-    let mut chain = text.clone();
     while let Some(s) = source {
         chain.push_str(": ");
         chain.push_str(&s.to_string());
         source = s.source();
     }
-    let lines: Vec<&str> = chain.lines().collect();
-    if lines.len() > 6 {
-        anyhow!("{} ... {}", lines[0], lines[lines.len() - 4..].join(" | "))
+    let noise = ["verification time", "stack depth", "processed ", ": "];
+    let lines: Vec<&str> = chain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !noise.iter().any(|n| l.starts_with(n)))
+        .collect();
+    if lines.len() > 4 {
+        anyhow!("{} ... {}", lines[0], lines[lines.len() - 3..].join(" | "))
     } else {
         anyhow!("{}", lines.join(" | "))
     }

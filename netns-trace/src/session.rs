@@ -275,20 +275,10 @@ impl Session {
                     e.first_seen_ns
                 };
                 let name = cstr_lossy(&e.name);
-                self.devices.insert(
-                    e.dev,
-                    Device {
-                        name: name.clone(),
-                        netns: e.inum,
-                        refcnt: e.refcnt,
-                        since_ns: since,
-                        pid: e.hdr.pid,
-                    },
-                );
-                Some(Record::DevWait(DevWaitRec {
+                let rec = DevWaitRec {
                     time_ns: self.rel(e.hdr.ts_ns),
                     netns: e.inum,
-                    device: name,
+                    device: name.clone(),
                     ifindex: e.ifindex,
                     refcnt: e.refcnt,
                     usage_count: e.refcnt,
@@ -297,7 +287,23 @@ impl Session {
                     dev: e.dev,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
-                }))
+                };
+                if e.flags & dev_wait_flags::RELEASED != 0 {
+                    // The last reference outside the device itself is gone.
+                    self.devices.remove(&e.dev);
+                    return Some(Record::DevReleased(rec));
+                }
+                self.devices.insert(
+                    e.dev,
+                    Device {
+                        name,
+                        netns: e.inum,
+                        refcnt: e.refcnt,
+                        since_ns: since,
+                        pid: e.hdr.pid,
+                    },
+                );
+                Some(Record::DevWait(rec))
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Developer verbs: `cargo xtask setup`, `cargo xtask vm-test`.
+//! Developer verbs: `cargo xtask setup`, `cargo xtask test`, `cargo xtask vm-test`.
 mod setup;
+mod test;
 mod vm;
 mod vm_assert;
 
@@ -18,11 +19,18 @@ enum Cmd {
     Setup,
     /// Boot the test kernels under QEMU and run scenarios against the tracer.
     VmTest(vm::VmTestArgs),
+    /// The whole test suite: lint, unit and host tests, real-kernel tests.
+    Test {
+        /// Skip the QEMU real-kernel tests (they are the slow part).
+        #[arg(long)]
+        skip_vm: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::VmTest(args) => vm::run(args),
+        Cmd::Test { skip_vm } => test::run(skip_vm),
     }
 }
