@@ -3,7 +3,6 @@
 //! Both run on every rtnl user, so only calls over the configured threshold
 //! become events.
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -14,7 +13,8 @@ use crate::{
     maps::{RTNL_UNLOCK_CALLS, RUN_TODO_CALLS},
 };
 
-fn rtnl_unlock_exit() {
+/// `caller`: the return address when the probe can see it (0 otherwise).
+fn rtnl_unlock_exit(caller: u64) {
     let Some(call) = leave(&RTNL_UNLOCK_CALLS) else {
         return;
     };
@@ -24,24 +24,25 @@ fn rtnl_unlock_exit() {
         emit(&RtnlUnlock {
             hdr,
             duration_ns,
-            caller: call.arg,
+            caller,
         });
     }
 }
 
 #[kprobe]
-pub fn rtnl_unlock_kprobe(ctx: ProbeContext) -> u32 {
-    // At a kprobe on the first instruction the return address is the word
-    // at the stack pointer: that is the caller, which fentry cannot see.
-    let sp = unsafe { (*ctx.regs).rsp };
-    let caller = unsafe { bpf_probe_read_kernel(sp as *const u64) }.unwrap_or(0);
-    enter(&RTNL_UNLOCK_CALLS, caller);
+pub fn rtnl_unlock_kprobe(_ctx: ProbeContext) -> u32 {
+    enter(&RTNL_UNLOCK_CALLS, 0);
     0
 }
 
 #[kretprobe]
-pub fn rtnl_unlock_kretprobe(_ctx: RetProbeContext) -> u32 {
-    rtnl_unlock_exit();
+pub fn rtnl_unlock_kretprobe(ctx: RetProbeContext) -> u32 {
+    // The return trampoline has replaced the return address on the stack,
+    // but it restores the real one into the saved instruction pointer
+    // before return handlers run: that is the caller. fentry/fexit have no
+    // such register, which is why this hook prefers kprobes.
+    let caller = unsafe { (*ctx.regs).rip };
+    rtnl_unlock_exit(caller);
     0
 }
 
@@ -53,7 +54,7 @@ pub fn rtnl_unlock_fentry(_ctx: FEntryContext) -> u32 {
 
 #[fexit(function = "rtnl_unlock")]
 pub fn rtnl_unlock_fexit(_ctx: FExitContext) -> u32 {
-    rtnl_unlock_exit();
+    rtnl_unlock_exit(0);
     0
 }
 

@@ -19,6 +19,9 @@ enum Cmd {
     Setup,
     /// Boot the test kernels under QEMU and run scenarios against the tracer.
     VmTest(vm::VmTestArgs),
+    /// Boot a stock Debian kernel under QEMU, make lo of a dying namespace
+    /// stuck, and show what netns-trace prints (kernel defaults to 6.12).
+    Demo(vm::VmTestArgs),
     /// The whole test suite: lint, unit and host tests, real-kernel tests.
     Test {
         /// Skip the QEMU real-kernel tests (they are the slow part).
@@ -31,6 +34,12 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::VmTest(args) => vm::run(args),
+        Cmd::Demo(mut args) => {
+            if args.kernel == "all" {
+                args.kernel = "6.12".into();
+            }
+            vm::demo(args)
+        }
         Cmd::Test { skip_vm } => test::run(skip_vm),
     }
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 pub struct VmTestArgs {
     /// 6.1, 6.12 or all.
     #[arg(long, default_value = "all")]
-    kernel: String,
+    pub kernel: String,
     /// churn, stuck or all.
     #[arg(long, default_value = "all")]
-    scenario: String,
+    pub scenario: String,
     /// Keep the initramfs staging directories (for inspection).
     #[arg(long)]
     keep: bool,
@@ -116,6 +116,40 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask demo`: boot a stock Debian kernel, pin lo of a dying
+/// namespace with the test module, and show the tracer's human output.
+pub fn demo(mut args: VmTestArgs) -> Result<()> {
+    args.scenario = "demo".into();
+    let k = setup::ensure_kernel(&args.kernel)?;
+    let root = repo_root();
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "netns-trace"])
+            .current_dir(&root),
+    )?;
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "-p", "xtask", "--bin", "nt-scenario"])
+            .current_dir(&root),
+    )?;
+    let module = build_module(&k)?;
+    let cpio = build_initramfs(&k, &module, &args)?;
+    println!(
+        "demo: Debian {} under QEMU; the test module holds lo of a namespace for {} ms after it is deleted",
+        k.abi, args.hold_ms
+    );
+    let serial = boot_retrying_early_panic(&k, &cpio, "demo")?;
+    let serial = serial.replace('\r', "");
+    let start = serial.find("nt-init: scenario demo").unwrap_or(0);
+    for line in serial[start..].lines() {
+        if line.starts_with("nt-init: demo done") {
+            break;
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
 /// Boots; if the kernel panicked before /init ran, boots once more. Under
 /// TCG the 6.12 guest occasionally dies in early boot (an int3 Oops in
 /// run_timer_softirq while the kernel patches its own text), before any
@@ -186,6 +220,15 @@ tracer="/bin/netns-trace --json --ready-file /tmp/ready"
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
   stuck) /bin/nt-scenario stuck --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  demo)
+    # What an SRE sees: the human stream, live on the console, while the
+    # module pins lo of a dying namespace (the JSON run drives the scenario).
+    /bin/netns-trace --ready-file /tmp/ready-human 2>&1 &
+    human=$!
+    while [ ! -e /tmp/ready-human ]; do sleep 0.1; done
+    /bin/nt-scenario stuck --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer > /tmp/sections
+    kill -INT $human; wait $human
+    echo "nt-init: demo done" ;;
   *) echo "nt-init: unknown scenario '$scenario'" ;;
 esac
 echo "nt-init: scenario exit $?"
