@@ -22,6 +22,9 @@ enum Cmd {
     /// Boot a stock Debian kernel under QEMU, make lo of a dying namespace
     /// stuck, and show what netns-trace prints (kernel defaults to 6.12).
     Demo(vm::VmTestArgs),
+    /// Run `netns-trace doctor` (and list the hook symbols) inside a stock
+    /// Debian kernel under QEMU (kernel defaults to 6.12).
+    VmDoctor(vm::VmTestArgs),
     /// The whole test suite: lint, unit and host tests, real-kernel tests.
     Test {
         /// Skip the QEMU real-kernel tests (they are the slow part).
@@ -34,12 +37,17 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::VmTest(args) => vm::run(args),
-        Cmd::Demo(mut args) => {
-            if args.kernel == "all" {
-                args.kernel = "6.12".into();
-            }
-            vm::demo(args)
-        }
+        Cmd::Demo(args) => vm::demo(in_guest(args, "demo")),
+        Cmd::VmDoctor(args) => vm::demo(in_guest(args, "doctor")),
         Cmd::Test { skip_vm } => test::run(skip_vm),
     }
+}
+
+/// One kernel (6.12 unless told) and one fixed scenario.
+fn in_guest(mut args: vm::VmTestArgs, scenario: &str) -> vm::VmTestArgs {
+    if args.kernel == "all" {
+        args.kernel = "6.12".into();
+    }
+    args.scenario = scenario.into();
+    args
 }

@@ -118,8 +118,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
 
 /// `cargo xtask demo`: boot a stock Debian kernel, pin lo of a dying
 /// namespace with the test module, and show the tracer's human output.
-pub fn demo(mut args: VmTestArgs) -> Result<()> {
-    args.scenario = "demo".into();
+pub fn demo(args: VmTestArgs) -> Result<()> {
     let k = setup::ensure_kernel(&args.kernel)?;
     let root = repo_root();
     run_cmd(
@@ -138,9 +137,10 @@ pub fn demo(mut args: VmTestArgs) -> Result<()> {
         "demo: Debian {} under QEMU; the test module holds lo of a namespace for {} ms after it is deleted",
         k.abi, args.hold_ms
     );
-    let serial = boot_retrying_early_panic(&k, &cpio, "demo")?;
+    let serial = boot_retrying_early_panic(&k, &cpio, &args.scenario)?;
     let serial = serial.replace('\r', "");
-    let start = serial.find("nt-init: scenario demo").unwrap_or(0);
+    let marker = format!("nt-init: scenario {}", args.scenario);
+    let start = serial.find(&marker).unwrap_or(0);
     for line in serial[start..].lines() {
         if line.starts_with("nt-init: demo done") {
             break;
@@ -228,6 +228,11 @@ case "$scenario" in
     while [ ! -e /tmp/ready-human ]; do sleep 0.1; done
     /bin/nt-scenario stuck --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer > /tmp/sections
     kill -INT $human; wait $human
+    echo "nt-init: demo done" ;;
+  doctor)
+    /bin/netns-trace doctor
+    echo "nt-init: kallsyms of the hooks and holders:"
+    grep -wE 'copy_net_ns|cleanup_net|__put_net|rtnl_unlock|netdev_run_todo|netdev_refcnt_read|netdev_wait_allrefs_any|dst_alloc|dst_init|dst_destroy|dst_destroy_rcu|dst_dev_put|dst_release|__neigh_create|___neigh_create|neigh_destroy|in_dev_finish_destroy|ref_tracker_alloc|ref_tracker_free|rt_flush_dev|rt6_disable_ip|linkwatch_sync_dev|linkwatch_forget_dev|sk_free|__sk_free|init_net' /proc/kallsyms
     echo "nt-init: demo done" ;;
   *) echo "nt-init: unknown scenario '$scenario'" ;;
 esac
