@@ -11,11 +11,21 @@
  * Modes (each a different kind of holder, all safe to keep past teardown):
  *   hold     a bare dev_hold on lo (dev_get_by_name)
  *   neigh    a neighbour entry on lo (arp_tbl, 127.0.0.66), kept referenced
- *   dst      an IPv4 output route to 127.0.0.1 in the namespace, kept held
+ *   dst      a dst on lo from this module's own dst_ops, kept referenced.
+ *            Not a route: the kernel's dsts sit on lists (rt_uncached_list,
+ *            FIB nexthop caches) that unregister flushes, and since 5.3
+ *            dst_dev_put moves them onto blackhole_netdev, so a held route
+ *            never pins lo. A dst no kernel list knows keeps its dev_hold
+ *            until dst_release, like a dst leaked by a buggy subsystem.
  *   tcpsock  a kernel TCP connection over lo inside the namespace; closed
  *            from this module's pernet .exit hook (leak_pernet_exit), never
  *            kept past the namespace's life (that would be a use-after-free).
- *            The negative test: it must not pin lo.
+ *            The negative test: it must not pin lo. Prints both
+ *            connected 4-tuples so the host can find their socket events.
+ *
+ * The take_* helpers are noinline and outside __init on purpose: the kernel
+ * stack a tracer records at the holder's creation then names a frame of
+ * this module that still resolves in /proc/kallsyms after init returns.
  */
 #include <linux/module.h>
 #include <linux/netdevice.h>
@@ -28,6 +38,10 @@
 #include <net/route.h>
 #include <linux/net.h>
 #include <linux/in.h>
+#include <linux/slab.h>
+#include <linux/version.h>
+#include <net/dst.h>
+#include <net/dst_ops.h>
 
 static int pid;
 module_param(pid, int, 0444);
@@ -47,7 +61,7 @@ static unsigned int target_inum;
 /* What we hold; exactly one is set, cleared by leak_release(). */
 static struct net_device *held_dev; /* mode hold */
 static struct neighbour *held_neigh; /* mode neigh */
-static struct rtable *held_rt; /* mode dst */
+static struct dst_entry *held_dst; /* mode dst */
 /* mode tcpsock: listener, client, accepted; and their namespace (compared
  * only, never dereferenced, in the pernet exit hook). */
 static struct socket *tcp_socks[3];
@@ -80,9 +94,9 @@ static void leak_release(void)
 		neigh_release(held_neigh);
 		held_neigh = NULL;
 	}
-	if (held_rt) {
-		ip_rt_put(held_rt);
-		held_rt = NULL;
+	if (held_dst) {
+		dst_release(held_dst); /* last ref: freed after an RCU grace period */
+		held_dst = NULL;
 	}
 	close_tcp_socks(); /* only on init failure: normally the pernet exit did it */
 	mutex_unlock(&leak_lock);
@@ -129,7 +143,7 @@ static void __net_exit leak_pernet_exit(struct net *net)
 
 static struct pernet_operations leak_pernet_ops = { .exit = leak_pernet_exit };
 
-static int take_neigh(struct net_device *lo)
+static noinline int take_neigh(struct net_device *lo)
 {
 	__be32 ip = htonl(0x7f000042); /* 127.0.0.66 */
 	struct neighbour *n = __neigh_create(&arp_tbl, &ip, lo, true);
@@ -140,18 +154,67 @@ static int take_neigh(struct net_device *lo)
 	return 0;
 }
 
-static int take_dst(struct net *net)
-{
-	struct flowi4 fl4 = { .daddr = htonl(INADDR_LOOPBACK) };
-	struct rtable *rt = ip_route_output_key(net, &fl4);
+/* mode dst: our own dst family, so no kernel list (and no rt_flush_dev,
+ * no dst_dev_put) ever sees our dst. AF_INET so tracers that look at
+ * ops->family see a plausible IPv4 dst; the cache is sized for a struct
+ * rtable for the same reason. Torn down in leak_exit, after rcu_barrier. */
+static struct dst_ops leak_dst_ops = { .family = AF_INET };
+static bool leak_dst_ops_ready; /* dst_entries_init done */
 
-	if (IS_ERR(rt))
-		return PTR_ERR(rt);
-	held_rt = rt;
+static void dst_ops_destroy(void)
+{
+	/* dst_release frees through call_rcu (dst_destroy_rcu uses the ops and
+	 * the cache): wait for every pending callback first. */
+	rcu_barrier();
+	if (leak_dst_ops_ready)
+		dst_entries_destroy(&leak_dst_ops);
+	leak_dst_ops_ready = false;
+	kmem_cache_destroy(leak_dst_ops.kmem_cachep); /* NULL is fine */
+	leak_dst_ops.kmem_cachep = NULL;
+}
+
+static noinline int take_dst(struct net_device *lo)
+{
+	struct dst_entry *dst;
+	int err;
+
+	leak_dst_ops.kmem_cachep = kmem_cache_create("netns_leak_dst",
+						     sizeof(struct rtable), 0,
+						     SLAB_HWCACHE_ALIGN, NULL);
+	if (!leak_dst_ops.kmem_cachep)
+		return -ENOMEM;
+	err = dst_entries_init(&leak_dst_ops);
+	if (err)
+		return err;
+	leak_dst_ops_ready = true;
+	/* dst_init takes the reference on lo (netdev_hold). 6.7 dropped the
+	 * initial_ref argument (it was always 1). */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0)
+	dst = dst_alloc(&leak_dst_ops, lo, 1, DST_OBSOLETE_NONE, 0);
+#else
+	dst = dst_alloc(&leak_dst_ops, lo, DST_OBSOLETE_NONE, 0);
+#endif
+	if (!dst)
+		return -ENOMEM;
+	/* dst_init sets only the dst_entry; zero the rest of the rtable. */
+	memset(dst + 1, 0, sizeof(struct rtable) - sizeof(*dst));
+	held_dst = dst;
 	return 0;
 }
 
-static int take_tcpsock(struct net *net)
+/* "netns_leak: tcpsock 127.0.0.1:SPORT -> 127.0.0.1:DPORT" (local -> peer). */
+static void print_tuple(struct socket *sock)
+{
+	struct sockaddr_in l = {}, p = {};
+
+	if (kernel_getsockname(sock, (struct sockaddr *)&l) < 0 ||
+	    kernel_getpeername(sock, (struct sockaddr *)&p) < 0)
+		return;
+	pr_info("netns_leak: tcpsock %pI4:%u -> %pI4:%u\n", &l.sin_addr.s_addr,
+		ntohs(l.sin_port), &p.sin_addr.s_addr, ntohs(p.sin_port));
+}
+
+static noinline int take_tcpsock(struct net *net)
 {
 	struct sockaddr_in addr = {
 		.sin_family = AF_INET,
@@ -173,12 +236,16 @@ static int take_tcpsock(struct net *net)
 		err = kernel_connect(tcp_socks[1], (struct sockaddr *)&addr, sizeof(addr), 0);
 	if (!err)
 		err = kernel_accept(tcp_socks[0], &tcp_socks[2], 0);
-	if (err)
+	if (err) {
 		close_tcp_socks();
-	return err;
+		return err;
+	}
+	print_tuple(tcp_socks[1]); /* client */
+	print_tuple(tcp_socks[2]); /* accepted */
+	return 0;
 }
 
-static int __init leak_init(void)
+static int __init netns_leak_init(void)
 {
 	struct net_device *lo;
 	struct net *net;
@@ -208,7 +275,7 @@ static int __init leak_init(void)
 	} else if (!strcmp(mode, "neigh")) {
 		err = take_neigh(lo);
 	} else if (!strcmp(mode, "dst")) {
-		err = take_dst(net);
+		err = take_dst(lo);
 	} else if (!strcmp(mode, "tcpsock")) {
 		err = take_tcpsock(net);
 	} else {
@@ -218,6 +285,7 @@ static int __init leak_init(void)
 		err = register_netdevice_notifier(&leak_nb);
 	if (err) {
 		leak_release();
+		dst_ops_destroy();
 		unregister_pernet_subsys(&leak_pernet_ops);
 	}
 put:
@@ -227,20 +295,23 @@ put:
 	put_net(net);
 	if (err)
 		return err;
-	pr_info("netns_leak: holding lo of netns %u (mode %s, hold_ms %d)\n",
-		target_inum, mode, hold_ms);
+	/* tcpsock holds nothing on lo: say so, the log is read by people. */
+	pr_info("netns_leak: %s lo of netns %u (mode %s, hold_ms %d)\n",
+		strcmp(mode, "tcpsock") ? "holding" : "not holding", target_inum,
+		mode, hold_ms);
 	return 0;
 }
 
-static void __exit leak_exit(void)
+static void __exit netns_leak_exit(void)
 {
 	unregister_netdevice_notifier(&leak_nb);
 	unregister_pernet_subsys(&leak_pernet_ops);
 	cancel_delayed_work_sync(&release_work);
 	leak_release();
+	dst_ops_destroy();
 }
 
-module_init(leak_init);
-module_exit(leak_exit);
+module_init(netns_leak_init);
+module_exit(netns_leak_exit);
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("netns-trace test module: pins lo of a namespace for a while");

@@ -24,6 +24,28 @@ pub mod kind {
     pub const RUN_TODO: u32 = 5;
     /// A device is in the unregister wait loop (`netdev_refcnt_read`).
     pub const DEV_WAIT: u32 = 6;
+    /// An object took a reference on a device (`ObjHold`).
+    pub const OBJ_HOLD: u32 = 7;
+    /// An object dropped its device reference (`ObjRelease`).
+    pub const OBJ_RELEASE: u32 = 8;
+    /// A TCP/IP socket changed state (`SockState`).
+    pub const SOCK_STATE: u32 = 9;
+}
+
+/// `ObjHold::obj_kind` / `ObjRelease::obj_kind`.
+pub mod obj_kind {
+    /// A `struct dst_entry` (route cache entry), holding `dst->dev`.
+    pub const DST: u32 = 1;
+    /// A `struct neighbour` (ARP/NDP entry), holding `n->dev`.
+    pub const NEIGH: u32 = 2;
+}
+
+/// `ObjRelease::reason`.
+pub mod release_reason {
+    /// The object was freed (`dst_destroy`, `neigh_destroy`).
+    pub const DESTROYED: u32 = 1;
+    /// `dst_dev_put`: the dst now holds `blackhole_netdev` instead.
+    pub const MOVED_OFF_DEVICE: u32 = 2;
 }
 
 /// Where a `NETNS_CREATE` came from.
@@ -165,6 +187,73 @@ pub struct DevWait {
     pub wait_start_ns: u64,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjHold {
+    pub hdr: Header,
+    /// Kernel address of the object (the ledger key).
+    pub obj: u64,
+    /// The device it holds.
+    pub dev: u64,
+    /// Namespace inode of that device.
+    pub inum: u32,
+    pub ifindex: i32,
+    /// One of [`obj_kind`].
+    pub obj_kind: u32,
+    /// Address family: neighbour table family, dst ops family.
+    pub family: u32,
+    /// Kernel stack id in the `STACKS` map; negative when not taken.
+    pub stack_id: i32,
+    pub _pad: u32,
+    /// Neighbour primary key (IPv4: first 4 bytes; IPv6: 16).
+    pub key: [u8; 16],
+    pub dev_name: [u8; NAME_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjRelease {
+    pub hdr: Header,
+    pub obj: u64,
+    /// One of [`obj_kind`].
+    pub obj_kind: u32,
+    /// One of [`release_reason`].
+    pub reason: u32,
+}
+
+/// From the `sock:inet_sock_set_state` tracepoint, for sockets in
+/// namespaces other than the initial one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    pub hdr: Header,
+    /// Kernel address of the `struct sock`.
+    pub sk: u64,
+    /// `sk->sk_dst_cache` (0: none cached).
+    pub dst: u64,
+    /// `sk->sk_dst_cache->dev` (0: none).
+    pub dst_dev: u64,
+    /// Namespace inode of the socket.
+    pub inum: u32,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// IPPROTO_TCP (6), ...
+    pub protocol: u16,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP states (1 = ESTABLISHED ... 7 = CLOSE, 10 = LISTEN).
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// 1: a kernel socket (`sk->sk_kern_sock`).
+    pub kernel: u8,
+    pub _pad: u8,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub dst_dev_name: [u8; NAME_LEN],
+}
+
 /// Struct field offsets and enum values of the running kernel, resolved
 /// from its BTF by the loader and handed to the programs as a global.
 /// `u32::MAX` marks a field that the running kernel does not have.
@@ -196,7 +285,35 @@ pub struct Offsets {
     pub tp_unshare_ret: u32,
     pub tp_wq_work: u32,
     pub tp_wq_function: u32,
-    pub _pad: u32,
+    /// `offsetof(struct dst_entry, dev)`, `(dst_entry, ops)`,
+    /// `(dst_ops, family)`.
+    pub dst_dev: u32,
+    pub dst_ops: u32,
+    pub dst_ops_family: u32,
+    /// `offsetof(struct neighbour, dev)`, `(neighbour, tbl)`,
+    /// `(neighbour, primary_key)`, `(neigh_table, family)`.
+    pub neigh_dev: u32,
+    pub neigh_tbl: u32,
+    pub neigh_key: u32,
+    pub neigh_tbl_family: u32,
+    /// `offsetof(struct sock, __sk_common.skc_net.net)`, `(sock,
+    /// sk_dst_cache)`; the byte and bit of the `sk_kern_sock` bitfield.
+    pub sock_net: u32,
+    pub sock_dst_cache: u32,
+    pub sock_kern_byte: u32,
+    pub sock_kern_bit: u32,
+    /// `sock:inet_sock_set_state` record offsets (tracefs format).
+    pub tp_sk_skaddr: u32,
+    pub tp_sk_oldstate: u32,
+    pub tp_sk_newstate: u32,
+    pub tp_sk_sport: u32,
+    pub tp_sk_dport: u32,
+    pub tp_sk_family: u32,
+    pub tp_sk_protocol: u32,
+    pub tp_sk_saddr: u32,
+    pub tp_sk_daddr: u32,
+    pub tp_sk_saddr_v6: u32,
+    pub tp_sk_daddr_v6: u32,
 }
 
 impl Offsets {
@@ -216,7 +333,28 @@ impl Offsets {
             tp_unshare_ret: Self::MISSING,
             tp_wq_work: Self::MISSING,
             tp_wq_function: Self::MISSING,
-            _pad: 0,
+            dst_dev: Self::MISSING,
+            dst_ops: Self::MISSING,
+            dst_ops_family: Self::MISSING,
+            neigh_dev: Self::MISSING,
+            neigh_tbl: Self::MISSING,
+            neigh_key: Self::MISSING,
+            neigh_tbl_family: Self::MISSING,
+            sock_net: Self::MISSING,
+            sock_dst_cache: Self::MISSING,
+            sock_kern_byte: Self::MISSING,
+            sock_kern_bit: Self::MISSING,
+            tp_sk_skaddr: Self::MISSING,
+            tp_sk_oldstate: Self::MISSING,
+            tp_sk_newstate: Self::MISSING,
+            tp_sk_sport: Self::MISSING,
+            tp_sk_dport: Self::MISSING,
+            tp_sk_family: Self::MISSING,
+            tp_sk_protocol: Self::MISSING,
+            tp_sk_saddr: Self::MISSING,
+            tp_sk_daddr: Self::MISSING,
+            tp_sk_saddr_v6: Self::MISSING,
+            tp_sk_daddr_v6: Self::MISSING,
         }
     }
 }
@@ -236,7 +374,9 @@ pub struct Config {
     /// (a registered device holds itself), 0 before. Reads above it mean
     /// the device is really waiting.
     pub free_refcnt: i32,
-    pub _pad2: u32,
+    /// Inode of the initial namespace: its devices are not attributed
+    /// (the host's own lo never unregisters).
+    pub init_netns_inum: u32,
     /// Address of `cleanup_net` (from kallsyms), to recognise its work
     /// item in the workqueue tracepoints (degraded mode).
     pub cleanup_net_addr: u64,
@@ -250,7 +390,7 @@ impl Config {
             rtnl_threshold_ns: 10_000_000,
             dev_wait_interval_ns: 1_000_000_000,
             free_refcnt: 1,
-            _pad2: 0,
+            init_netns_inum: 0,
             cleanup_net_addr: 0,
         }
     }
@@ -273,6 +413,9 @@ pub const fn event_size(kind: u32) -> Option<usize> {
         kind::RTNL_UNLOCK => Some(size_of::<RtnlUnlock>()),
         kind::RUN_TODO => Some(size_of::<RunTodo>()),
         kind::DEV_WAIT => Some(size_of::<DevWait>()),
+        kind::OBJ_HOLD => Some(size_of::<ObjHold>()),
+        kind::OBJ_RELEASE => Some(size_of::<ObjRelease>()),
+        kind::SOCK_STATE => Some(size_of::<SockState>()),
         _ => None,
     }
 }

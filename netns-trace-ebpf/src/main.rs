@@ -5,10 +5,12 @@
 #![no_main]
 
 mod degraded;
+mod holders;
 mod kread;
 mod lifecycle;
 mod maps;
 mod rtnl;
+mod sockets;
 mod unregister;
 
 #[cfg(not(test))]

@@ -2,7 +2,7 @@
 //! map is counted (`stat::MAP_FULL`) and reported by the loader.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use netns_trace_common::{mode, stat};
 
@@ -48,6 +48,8 @@ pub static RUN_TODO_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4
 #[map]
 pub static REFCNT_READ_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
 #[map]
+pub static NEIGH_CREATE_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
+#[map]
 pub static UNSHARE_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
 
 /// Per waiting device (key: `struct net_device` address): rate limiting.
@@ -60,3 +62,12 @@ pub struct DevState {
 
 #[map]
 pub static WAITING_DEVS: LruHashMap<u64, DevState> = LruHashMap::with_max_entries(1024, 0);
+
+/// Kernel stacks of object creations (`ObjHold::stack_id`).
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+
+/// Objects whose hold was reported (in scope, not in the initial
+/// namespace): only their releases are worth an event.
+#[map]
+pub static TRACKED_OBJS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);

@@ -9,8 +9,8 @@ use std::fmt;
 use std::mem::size_of;
 
 use netns_trace_common::{
-    create_source, event_size, kind, phase, CleanupNet, DevWait, Header, NetnsCreate, NetnsDestroy,
-    RtnlUnlock, RunTodo,
+    create_source, event_size, kind, obj_kind, phase, release_reason, CleanupNet, DevWait, Header,
+    NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo, SockState,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,9 @@ pub enum Event {
     RtnlUnlock(RtnlUnlock),
     RunTodo(RunTodo),
     DevWait(DevWait),
+    ObjHold(ObjHold),
+    ObjRelease(ObjRelease),
+    SockState(SockState),
 }
 
 impl Event {
@@ -32,6 +35,9 @@ impl Event {
             Event::RtnlUnlock(e) => &e.hdr,
             Event::RunTodo(e) => &e.hdr,
             Event::DevWait(e) => &e.hdr,
+            Event::ObjHold(e) => &e.hdr,
+            Event::ObjRelease(e) => &e.hdr,
+            Event::SockState(e) => &e.hdr,
         }
     }
 }
@@ -116,10 +122,39 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         kind::RTNL_UNLOCK => Event::RtnlUnlock(read(buf)?),
         kind::RUN_TODO => Event::RunTodo(read(buf)?),
         kind::DEV_WAIT => Event::DevWait(read(buf)?),
+        kind::OBJ_HOLD => {
+            let e: ObjHold = read(buf)?;
+            check_obj_kind(e.obj_kind)?;
+            Event::ObjHold(e)
+        }
+        kind::OBJ_RELEASE => {
+            let e: ObjRelease = read(buf)?;
+            check_obj_kind(e.obj_kind)?;
+            if e.reason != release_reason::DESTROYED && e.reason != release_reason::MOVED_OFF_DEVICE
+            {
+                return Err(DecodeError::BadField {
+                    field: "reason",
+                    value: e.reason.into(),
+                });
+            }
+            Event::ObjRelease(e)
+        }
+        kind::SOCK_STATE => Event::SockState(read(buf)?),
         // event_size() knew the kind, so this arm is a new kind added to
         // the common crate but not here yet.
         k => return Err(DecodeError::UnknownKind(k)),
     })
+}
+
+fn check_obj_kind(k: u32) -> Result<(), DecodeError> {
+    if k == obj_kind::DST || k == obj_kind::NEIGH {
+        Ok(())
+    } else {
+        Err(DecodeError::BadField {
+            field: "obj_kind",
+            value: k.into(),
+        })
+    }
 }
 
 /// A kernel C string (comm, device name): up to the first NUL, invalid
@@ -230,6 +265,79 @@ pub(crate) mod tests {
         let ev = decode(&bytes_of(&w)).unwrap();
         assert_eq!(ev, Event::DevWait(w));
         assert_eq!(ev.header().pid, 7);
+        let h = ObjHold {
+            hdr: hdr(kind::OBJ_HOLD),
+            obj: 0xffff888001234500,
+            dev: 0xffff888003f00000,
+            obj_kind: obj_kind::NEIGH,
+            family: 2,
+            stack_id: -1,
+            key: [127, 0, 0, 66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dev_name: comm("lo"),
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&h)), Ok(Event::ObjHold(h)));
+        let r = ObjRelease {
+            hdr: hdr(kind::OBJ_RELEASE),
+            obj: 0xffff888001234500,
+            obj_kind: obj_kind::DST,
+            reason: release_reason::MOVED_OFF_DEVICE,
+        };
+        assert_eq!(decode(&bytes_of(&r)), Ok(Event::ObjRelease(r)));
+        let k = SockState {
+            hdr: hdr(kind::SOCK_STATE),
+            sk: 0xffff888005550000,
+            family: 2,
+            protocol: 6,
+            sport: 44321,
+            dport: 80,
+            oldstate: 2,
+            newstate: 1,
+            ..Default::default()
+        };
+        let ev = decode(&bytes_of(&k)).unwrap();
+        assert_eq!(ev, Event::SockState(k));
+        assert_eq!(ev.header().ts_ns, 5);
+    }
+
+    #[test]
+    fn bad_object_fields() {
+        let h = ObjHold {
+            hdr: hdr(kind::OBJ_HOLD),
+            obj_kind: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::BadField {
+                field: "obj_kind",
+                value: 3
+            })
+        );
+        let mut r = ObjRelease {
+            hdr: hdr(kind::OBJ_RELEASE),
+            obj: 1,
+            obj_kind: 0,
+            reason: release_reason::DESTROYED,
+        };
+        assert_eq!(
+            decode(&bytes_of(&r)).unwrap_err().to_string(),
+            "bad obj_kind value 0"
+        );
+        r.obj_kind = obj_kind::NEIGH;
+        r.reason = 3;
+        assert_eq!(
+            decode(&bytes_of(&r)).unwrap_err().to_string(),
+            "bad reason value 3"
+        );
+        let b = bytes_of(&SockState {
+            hdr: hdr(kind::SOCK_STATE),
+            ..Default::default()
+        });
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod events;
 pub mod kallsyms;
 pub mod kernel;
+pub mod ledger;
 pub mod output;
 pub mod plan;
 pub mod session;

@@ -4,6 +4,7 @@
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
 mod probes;
+mod stacks;
 mod trace;
 
 use std::process::ExitCode;
@@ -154,6 +155,7 @@ mod doctor {
                 "self_reference_baseline": caps.free_refcnt(),
                 "teardown_lock": caps.teardown_lock_regime(),
             });
+            doc["offsets"] = json!(format!("{offsets:?}"));
             doc["full_tracer"] = json!(full);
             doc["reasons"] = json!(reasons);
             println!("{doc}");
@@ -184,6 +186,7 @@ mod doctor {
                 caps.free_refcnt()
             );
             println!("teardown lock   {}", caps.teardown_lock_regime());
+            println!("BTF offsets     {offsets:?}");
             println!();
             println!("{}", plan.render_table());
             println!();

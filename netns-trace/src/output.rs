@@ -64,6 +64,7 @@ pub enum Record {
     DevWait(DevWaitRec),
     /// A device that was waiting became free: `waiting_s` is the whole wait.
     DevReleased(DevWaitRec),
+    Socket(SocketRec),
     Lost(LostRec),
     Attach(AttachRec),
     Summary(SummaryRec),
@@ -172,6 +173,69 @@ pub struct DevWaitRec {
     pub dev: u64,
     pub pid: u32,
     pub comm: String,
+    /// Who holds the device (see `ledger`).
+    pub holders: Vec<HolderRec>,
+    pub attributed: u32,
+    /// Usage count − the device's own reference − attributed.
+    pub unattributed: i32,
+    /// False when lost events or full maps make the ledger unsure.
+    pub complete: bool,
+    /// Human output: print the holder block (first report, or changed).
+    #[serde(skip)]
+    pub block: bool,
+}
+
+/// One holder in a `dev_wait` / `dev_released` / summary report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HolderRec {
+    pub kind: &'static str,
+    #[serde(serialize_with = "hex")]
+    pub obj: u64,
+    pub address: Option<String>,
+    pub family: Option<&'static str>,
+    /// Seconds since the tracer started (null: before it, or unknown).
+    #[serde(rename = "created", serialize_with = "opt_secs3")]
+    pub created_ns: Option<u64>,
+    pub pid: u32,
+    pub comm: String,
+    pub stack: Vec<String>,
+    pub found_by: &'static str,
+    pub socket: Option<SocketBrief>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketBrief {
+    #[serde(serialize_with = "hex")]
+    pub sk: u64,
+    pub saddr: String,
+    pub sport: u16,
+    pub daddr: String,
+    pub dport: u16,
+    pub state: String,
+    pub kernel: bool,
+}
+
+/// A TCP state change of a socket in a non-initial namespace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    pub netns: u32,
+    #[serde(serialize_with = "hex")]
+    pub sk: u64,
+    pub family: &'static str,
+    pub protocol: String,
+    pub saddr: String,
+    pub sport: u16,
+    pub daddr: String,
+    pub dport: u16,
+    pub oldstate: String,
+    pub newstate: String,
+    pub kernel: bool,
+    /// Device of the socket's cached dst (null: none cached).
+    pub dst_dev: Option<String>,
+    pub pid: u32,
+    pub comm: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -197,6 +261,8 @@ pub struct StillWaiting {
     pub refcnt: i32,
     #[serde(rename = "waiting_s", serialize_with = "secs2")]
     pub waiting_ns: u64,
+    pub holders: Vec<HolderRec>,
+    pub unattributed: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,6 +285,13 @@ pub struct SummaryRec {
 
 fn secs3<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((*ns as f64 / 1e6).round() / 1e3)
+}
+
+fn opt_secs3<S: Serializer>(ns: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match ns {
+        Some(ns) => secs3(ns, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn secs2<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -247,7 +320,7 @@ fn opt_vec_us<S: Serializer>(v: &Option<Vec<Option<u64>>>, s: S) -> Result<S::Ok
     us.serialize(s)
 }
 
-fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
 }
 
@@ -372,6 +445,57 @@ fn ns_list(netns: &[u32], extra: impl Fn(usize) -> String) -> String {
 
 /// Human text for one record: an event line, or several lines for the
 /// attach table and the summary. No trailing newline.
+/// The holder block under a `dev_wait` line: who holds the device.
+fn holder_block(r: &DevWaitRec) -> String {
+    const IND: &str = "         ";
+    let mut out = vec![format!(
+        "{IND}{} of netns {}: usage count {} (1 is the device's own), waiting {:.1}s",
+        escape(&r.device),
+        r.netns,
+        r.usage_count,
+        r.waiting_ns as f64 / 1e9
+    )];
+    for h in &r.holders {
+        let what = match (&h.address, &h.socket) {
+            (Some(a), _) => format!("{} {}", h.kind, escape(a)),
+            (None, Some(s)) => format!(
+                "{} of socket {}:{} -> {}:{} {}{}",
+                h.kind,
+                escape(&s.saddr),
+                s.sport,
+                escape(&s.daddr),
+                s.dport,
+                escape(&s.state),
+                if s.kernel { " (kernel)" } else { "" }
+            ),
+            (None, None) => format!("{} {:#x}", h.kind, h.obj),
+        };
+        let when = h.created_ns.map_or("before attach".into(), |t| {
+            format!("at t+{:.2} s", t as f64 / 1e9)
+        });
+        out.push(format!(
+            "{IND}  {what} on {}, created by pid {} ({}) {when}",
+            escape(&r.device),
+            h.pid,
+            escape(&h.comm)
+        ));
+        if !h.stack.is_empty() {
+            let frames: Vec<String> = h.stack.iter().take(6).map(|f| escape(f)).collect();
+            out.push(format!("{IND}    stack: {}", frames.join(" <- ")));
+        }
+    }
+    out.push(format!(
+        "{IND}  unattributed: {}{}",
+        r.unattributed,
+        if r.complete {
+            ""
+        } else {
+            " (events were lost: ledger incomplete)"
+        }
+    ));
+    out.join("\n")
+}
+
 pub fn human(rec: &Record) -> String {
     match rec {
         Record::NetnsCreate(r) => {
@@ -470,9 +594,36 @@ pub fn human(rec: &Record) -> String {
                 r.usage_count,
                 r.waiting_ns as f64 / 1e9
             );
-            line(
+            let first = line(
                 r.time_ns,
                 "dev_wait",
+                &r.netns.to_string(),
+                &r.pid.to_string(),
+                &r.comm,
+                &d,
+            );
+            if r.block {
+                format!("{first}\n{}", holder_block(r))
+            } else {
+                first
+            }
+        }
+        Record::Socket(r) => {
+            let d = format!(
+                "{} {}:{} -> {}:{} {}->{}{} dst={}",
+                escape(&r.protocol),
+                escape(&r.saddr),
+                r.sport,
+                escape(&r.daddr),
+                r.dport,
+                escape(&r.oldstate),
+                escape(&r.newstate),
+                if r.kernel { " kernel" } else { "" },
+                r.dst_dev.as_deref().map_or("-".into(), escape)
+            );
+            line(
+                r.time_ns,
+                "socket",
                 &r.netns.to_string(),
                 &r.pid.to_string(),
                 &r.comm,
@@ -634,6 +785,11 @@ mod tests {
             dev: 0xffff888003f00000,
             pid: 93,
             comm: "kworker/u4:1".into(),
+            holders: vec![],
+            attributed: 0,
+            unattributed: 1,
+            complete: true,
+            block: false,
         })
     }
 
@@ -663,7 +819,7 @@ mod tests {
     fn json_dev_wait_and_others() {
         assert_eq!(
             json_line(&dev_wait()),
-            r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1"}"#
+            r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1","holders":[],"attributed":0,"unattributed":1,"complete":true}"#
         );
         let d = Record::NetnsDestroy(NetnsDestroyRec {
             time_ns: 1,
@@ -833,6 +989,8 @@ mod tests {
                 device: "lo".into(),
                 refcnt: 2,
                 waiting_ns: 30_000_000_000,
+                holders: vec![],
+                unattributed: 1,
             }],
             lost: LostCounts {
                 ringbuf_drops: 4,
@@ -846,7 +1004,7 @@ mod tests {
         let s = Record::Summary(summary());
         assert_eq!(
             json_line(&s),
-            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
         );
         let mut r = Renderer::new(false);
         assert_eq!(

@@ -205,6 +205,93 @@ pub static HOOKS: &[Hook] = &[
             ],
         ],
     },
+    // Attribution: the objects that take device references.
+    Hook {
+        name: "dst_init",
+        symbols: &["dst_init"],
+        purpose: "dst entries taking a device reference",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("dst_init_fentry", Fentry)],
+            &[f("dst_init_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "dst_alloc",
+        symbols: &["dst_alloc"],
+        // Hooked besides dst_init: a build may keep dst_init out of line
+        // and still inline it into dst_alloc (Debian 6.12 does).
+        purpose: "dst entries allocated (dst_init may be inlined into it)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("dst_alloc_fexit", Fexit)],
+            &[f("dst_alloc_kretprobe", Kretprobe)],
+        ],
+    },
+    Hook {
+        name: "dst_destroy",
+        symbols: &["dst_destroy"],
+        purpose: "dst entries freed",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("dst_destroy_fentry", Fentry)],
+            &[f("dst_destroy_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "dst_dev_put",
+        symbols: &["dst_dev_put"],
+        purpose: "dst entries moved off a dying device (to blackhole_netdev)",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("dst_dev_put_fentry", Fentry)],
+            &[f("dst_dev_put_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "__neigh_create",
+        symbols: &["__neigh_create"],
+        purpose: "neighbour entries taking a device reference",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("neigh_create_fexit", Fexit)],
+            &[
+                f("neigh_create_kprobe", Kprobe),
+                f("neigh_create_kretprobe", Kretprobe),
+            ],
+        ],
+    },
+    Hook {
+        name: "neigh_destroy",
+        symbols: &["neigh_destroy"],
+        purpose: "neighbour entries freed",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("neigh_destroy_fentry", Fentry)],
+            &[f("neigh_destroy_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "sock_state",
+        symbols: &["sock:inet_sock_set_state"],
+        purpose: "TCP sockets and the device of their cached dst",
+        role: Role::Core,
+        expect_inline: false,
+        needs_abi: false,
+        alternatives: &[&[tp("sock_state_tp", Tracepoint, "sock:inet_sock_set_state")]],
+    },
     Hook {
         name: "netdev_wait_allrefs",
         symbols: &["netdev_wait_allrefs_any", "netdev_wait_allrefs"],
@@ -454,7 +541,12 @@ fn resolve_symbol(
     syms: &Symbols,
     traceable: Option<&FilterFunctions>,
 ) -> (String, SymbolStatus) {
-    if matches!(hook.role, Role::Fallback { .. }) {
+    let tracepoint_only = !hook.alternatives.is_empty()
+        && hook
+            .alternatives
+            .iter()
+            .all(|alt| alt.iter().all(|p| p.tracepoint.is_some()));
+    if tracepoint_only {
         return (hook.symbols[0].to_string(), SymbolStatus::Tracepoint);
     }
     for &s in hook.symbols {
@@ -812,6 +904,12 @@ mod tests {
             "netdev_run_todo",
             "netdev_refcnt_read",
             "dst_release",
+            "dst_init",
+            "dst_alloc",
+            "dst_destroy",
+            "dst_dev_put",
+            "__neigh_create",
+            "neigh_destroy",
         ];
         let mut k = String::new();
         for (i, n) in names.iter().enumerate() {
@@ -866,7 +964,7 @@ mod tests {
         assert!(plan.full_tracer_possible());
         assert!(plan.degraded_reasons().is_empty());
         assert!(plan.needed_fallbacks().is_empty());
-        assert_eq!(plan.core().count(), 6);
+        assert_eq!(plan.core().count(), 13);
         assert_eq!(plan.cleanup_net_addr(), Some(0xffffffff81000100));
         let cand = &plan.hook("copy_net_ns").unwrap().candidates[1];
         assert_eq!(
@@ -899,6 +997,13 @@ __put_net            __put_net                                    found       fe
 rtnl_unlock          rtnl_unlock                                  found       kprobe+kretprobe  planned; fallback fentry+fexit
 netdev_run_todo      netdev_run_todo                              found       fentry+fexit      planned; fallback kprobe+kretprobe
 netdev_refcnt_read   netdev_refcnt_read                           found       fexit             planned; fallback kprobe+kretprobe
+dst_init             dst_init                                     found       fentry            planned; fallback kprobe
+dst_alloc            dst_alloc                                    found       fexit             planned; fallback kretprobe
+dst_destroy          dst_destroy                                  found       fentry            planned; fallback kprobe
+dst_dev_put          dst_dev_put                                  found       fentry            planned; fallback kprobe
+__neigh_create       __neigh_create                               found       fexit             planned; fallback kprobe+kretprobe
+neigh_destroy        neigh_destroy                                found       fentry            planned; fallback kprobe
+sock_state           sock:inet_sock_set_state                     tracepoint  tracepoint        planned
 netdev_wait_allrefs  netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -                 inlined (expected); not hookable
 dev_hold             dev_hold                                     inlined     -                 inlined (expected); not hookable
 netdev_hold          netdev_hold                                  inlined     -                 inlined (expected); not hookable
@@ -934,12 +1039,12 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         );
         assert_eq!(rows[2].method, "fentry");
         assert_eq!(rows[2].note, "verified (dry run)");
-        assert_eq!(rows[6].note, "inlined (expected); not hookable");
+        assert_eq!(rows[13].note, "inlined (expected); not hookable");
         assert_eq!(
-            rows[9].note,
+            rows[16].note,
             "standby: used only if copy_net_ns cannot be hooked"
         );
-        let j = serde_json::to_string(&rows[6]).unwrap();
+        let j = serde_json::to_string(&rows[13]).unwrap();
         assert_eq!(
             j,
             r#"{"hook":"netdev_wait_allrefs","symbol":"netdev_wait_allrefs_any|netdev_wait_allrefs","status":"inlined","method":"-","note":"inlined (expected); not hookable"}"#
@@ -986,7 +1091,13 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         let (s, t) = debian();
         let plan = Plan::new(HOST, &s, Some(&t));
         assert!(!plan.full_tracer_possible());
-        assert_eq!(plan.core().count(), 0);
+        // Only the socket tracepoint is a core hook that still works.
+        let core: Vec<_> = plan.core().map(|h| h.hook.name).collect();
+        assert_eq!(core, ["sock_state"]);
+        assert_eq!(
+            plan.hook("sock_state").unwrap().status,
+            SymbolStatus::Tracepoint
+        );
         let fb: Vec<_> = plan
             .needed_fallbacks()
             .iter()
@@ -1012,12 +1123,18 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
                 "rtnl_unlock: no kprobe/kretprobe or fentry/fexit support; not seen: slow rtnl critical sections (out-of-line callers only)",
                 "netdev_run_todo: no fentry/fexit or kprobe/kretprobe support; not seen: device unregister timing (start of the refcount wait)",
                 "netdev_refcnt_read: no fexit or kprobe/kretprobe support; not seen: devices waiting to become free, with usage count",
+                "dst_init: no fentry or kprobe support; not seen: dst entries taking a device reference",
+                "dst_alloc: no fexit or kretprobe support; not seen: dst entries allocated (dst_init may be inlined into it)",
+                "dst_destroy: no fentry or kprobe support; not seen: dst entries freed",
+                "dst_dev_put: no fentry or kprobe support; not seen: dst entries moved off a dying device (to blackhole_netdev)",
+                "__neigh_create: no fexit or kprobe/kretprobe support; not seen: neighbour entries taking a device reference",
+                "neigh_destroy: no fentry or kprobe support; not seen: neighbour entries freed",
             ]
         );
         let rows = plan.rows();
-        assert_eq!(rows[9].method, "tracepoint");
-        assert_eq!(rows[9].note, "planned: replaces copy_net_ns");
-        assert_eq!(rows[10].method, "tp_btf");
+        assert_eq!(rows[16].method, "tracepoint");
+        assert_eq!(rows[16].note, "planned: replaces copy_net_ns");
+        assert_eq!(rows[17].method, "tp_btf");
         let doc = plan.doctor_json();
         assert_eq!(doc["capabilities"]["kprobe"], false);
         assert_eq!(doc["full_tracer_possible"], false);
@@ -1095,6 +1212,26 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         // Without the tracefs list every found symbol counts as traceable.
         let plan = Plan::new(ALL, &s, None);
         assert_eq!(methods(&plan, "__put_net"), ["fentry", "kprobe"]);
+    }
+
+    #[test]
+    fn inlined_dst_init_still_sees_dst_alloc() {
+        let names = ["copy_net_ns", "dst_alloc", "dst_destroy"];
+        let k: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{:016x} T {n}\n", 0xffffffff81000000u64 + i as u64 * 0x100))
+            .collect();
+        let (s, t) = (
+            Symbols::parse(&k),
+            FilterFunctions::parse(&names.join("\n")),
+        );
+        let plan = Plan::new(ALL, &s, Some(&t));
+        let init = plan.hook("dst_init").unwrap();
+        assert_eq!(init.status, SymbolStatus::Absent);
+        assert_eq!(init.skip.as_deref(), Some("not in kallsyms"));
+        assert_eq!(methods(&plan, "dst_alloc"), ["fexit", "kretprobe"]);
+        assert!(plan.core().any(|h| h.hook.name == "dst_alloc"));
     }
 
     #[test]

@@ -12,9 +12,10 @@ use netns_trace_common::{create_source, dev_wait_flags, phase, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
 use crate::kallsyms::Symbols;
+use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    CleanupNetRec, DevWaitRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec, Record,
-    RtnlUnlockRec, RunTodoRec, StillWaiting, SummaryRec,
+    CleanupNetRec, DevWaitRec, HolderRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec,
+    Record, RtnlUnlockRec, RunTodoRec, SocketBrief, SocketRec, StillWaiting, SummaryRec,
 };
 
 const CLONE_NEWNET: u64 = 0x4000_0000;
@@ -31,6 +32,19 @@ pub struct SessionConfig {
     pub pids: Vec<u32>,
     /// For symbolising `rtnl_unlock` callers.
     pub symbols: Option<Symbols>,
+    /// The device's own reference: 1 since 5.13, 0 before.
+    pub baseline: i32,
+    /// TCP state names from the kernel's BTF (`ESTABLISHED`, ...).
+    pub tcp_states: HashMap<u8, String>,
+}
+
+/// Turns a kernel stack id into symbolised frames (the loader's map).
+pub struct StackResolver(pub Box<dyn FnMut(i32) -> Vec<String>>);
+
+impl std::fmt::Debug for StackResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StackResolver")
+    }
 }
 
 #[derive(Debug)]
@@ -52,6 +66,8 @@ struct Device {
     since_ns: u64,
     /// The task in the wait loop; its `run_todo` end releases the device.
     pid: u32,
+    /// Holders last shown in the human block (objects' addresses).
+    shown: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -72,6 +88,8 @@ pub struct Session {
     slowest: Option<(u64, u32)>,
     decode_errors: u64,
     lost_reported: LostCounts,
+    ledger: Ledger,
+    resolver: Option<StackResolver>,
 }
 
 fn comm(h: &Header) -> String {
@@ -82,7 +100,10 @@ impl Session {
     pub fn new(cfg: SessionConfig) -> Self {
         let filtered = !cfg.netns.is_empty() || !cfg.pids.is_empty();
         let scope = filtered.then(|| cfg.netns.iter().copied().collect());
+        let ledger = Ledger::new(cfg.baseline);
         Session {
+            ledger,
+            resolver: None,
             cfg,
             scope,
             namespaces: HashMap::new(),
@@ -95,6 +116,57 @@ impl Session {
             slowest: None,
             decode_errors: 0,
             lost_reported: LostCounts::default(),
+        }
+    }
+
+    /// Symbolises holder stacks in reports.
+    pub fn set_stack_resolver(&mut self, resolver: StackResolver) {
+        self.resolver = Some(resolver);
+    }
+
+    /// Who holds `dev` at usage count `refcnt`, as output records.
+    fn holders(&mut self, dev: u64, refcnt: i32) -> (Vec<HolderRec>, u32, i32, bool) {
+        let report = self.ledger.report(dev, refcnt);
+        let start = self.cfg.start_ktime_ns;
+        let mut out = Vec::with_capacity(report.holders.len());
+        for h in report.holders {
+            let stack = match (&mut self.resolver, h.stack_id >= 0) {
+                (Some(r), true) => (r.0)(h.stack_id),
+                _ => Vec::new(),
+            };
+            out.push(HolderRec {
+                kind: h.kind,
+                obj: h.obj,
+                address: h.address,
+                family: h.family,
+                created_ns: (h.created_ns >= start).then(|| h.created_ns - start),
+                pid: h.pid,
+                comm: h.comm,
+                stack,
+                found_by: h.found_by,
+                socket: h.socket.map(|s| self.socket_brief(&s)),
+            });
+        }
+        (out, report.attributed, report.unattributed, report.complete)
+    }
+
+    fn state_name(&self, state: u8) -> String {
+        self.cfg
+            .tcp_states
+            .get(&state)
+            .cloned()
+            .unwrap_or_else(|| state.to_string())
+    }
+
+    fn socket_brief(&self, s: &SocketInfo) -> SocketBrief {
+        SocketBrief {
+            sk: s.sk,
+            saddr: s.saddr.clone(),
+            sport: s.sport,
+            daddr: s.daddr.clone(),
+            dport: s.dport,
+            state: self.state_name(s.state),
+            kernel: s.kernel,
         }
     }
 
@@ -275,7 +347,18 @@ impl Session {
                     e.first_seen_ns
                 };
                 let name = cstr_lossy(&e.name);
+                // On release the count is back at the baseline: whatever
+                // the ledger still lists cannot be holding (reported as
+                // none; the ledger then drops it as stale).
+                let (holders, attributed, unattributed, complete) = self.holders(e.dev, e.refcnt);
+                let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
+                let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
                 let rec = DevWaitRec {
+                    holders,
+                    attributed,
+                    unattributed,
+                    complete,
+                    block,
                     time_ns: self.rel(e.hdr.ts_ns),
                     netns: e.inum,
                     device: name.clone(),
@@ -291,6 +374,7 @@ impl Session {
                 if e.flags & dev_wait_flags::RELEASED != 0 {
                     // The last reference outside the device itself is gone.
                     self.devices.remove(&e.dev);
+                    self.ledger.on_device_freed(e.dev);
                     return Some(Record::DevReleased(rec));
                 }
                 self.devices.insert(
@@ -301,9 +385,46 @@ impl Session {
                         refcnt: e.refcnt,
                         since_ns: since,
                         pid: e.hdr.pid,
+                        shown: ids,
                     },
                 );
                 Some(Record::DevWait(rec))
+            }
+            Event::ObjHold(e) => {
+                self.ledger.on_hold(&e);
+                None
+            }
+            Event::ObjRelease(e) => {
+                self.ledger.on_release(&e);
+                None
+            }
+            Event::SockState(e) => {
+                if !self.in_scope(e.inum) {
+                    return None;
+                }
+                let info = self.ledger.on_sock(&e);
+                let dst_dev = (e.dst_dev != 0).then(|| cstr_lossy(&e.dst_dev_name));
+                Some(Record::Socket(SocketRec {
+                    time_ns: self.rel(e.hdr.ts_ns),
+                    netns: e.inum,
+                    sk: e.sk,
+                    family: if e.family == 10 { "ipv6" } else { "ipv4" },
+                    protocol: if e.protocol == 6 {
+                        "tcp".into()
+                    } else {
+                        e.protocol.to_string()
+                    },
+                    saddr: info.saddr,
+                    sport: e.sport,
+                    daddr: info.daddr,
+                    dport: e.dport,
+                    oldstate: self.state_name(e.oldstate),
+                    newstate: self.state_name(e.newstate),
+                    kernel: e.kernel != 0,
+                    dst_dev,
+                    pid: e.hdr.pid,
+                    comm: comm(&e.hdr),
+                }))
             }
         }
     }
@@ -314,6 +435,9 @@ impl Session {
     /// counter grew since the last one.
     pub fn on_stats(&mut self, now_ns: u64, mut counts: LostCounts) -> Option<Record> {
         counts.decode_errors += self.decode_errors;
+        if counts.ringbuf_drops > 0 || counts.map_full > 0 {
+            self.ledger.set_incomplete();
+        }
         if !counts.increased_since(&self.lost_reported) {
             return None;
         }
@@ -325,19 +449,28 @@ impl Session {
     }
 
     /// The end-of-run summary as of `now_ns` (ktime).
-    pub fn summary(&self, now_ns: u64) -> Record {
+    pub fn summary(&mut self, now_ns: u64) -> Record {
         let mut pending: Vec<u32> = self.queued.clone();
         pending.extend(self.batches.values().flat_map(|b| b.netns.iter().copied()));
         pending.sort_unstable();
         pending.dedup();
-        let mut waiting: Vec<StillWaiting> = self
+        let devices: Vec<(u64, u32, String, i32, u64)> = self
             .devices
-            .values()
-            .map(|d| StillWaiting {
-                netns: d.netns,
-                device: d.name.clone(),
-                refcnt: d.refcnt,
-                waiting_ns: now_ns.saturating_sub(d.since_ns),
+            .iter()
+            .map(|(&dev, d)| (dev, d.netns, d.name.clone(), d.refcnt, d.since_ns))
+            .collect();
+        let mut waiting: Vec<StillWaiting> = devices
+            .into_iter()
+            .map(|(dev, netns, device, refcnt, since)| {
+                let (holders, _, unattributed, _) = self.holders(dev, refcnt);
+                StillWaiting {
+                    netns,
+                    device,
+                    refcnt,
+                    waiting_ns: now_ns.saturating_sub(since),
+                    holders,
+                    unattributed,
+                }
             })
             .collect();
         waiting.sort_by(|a, b| (a.netns, &a.device).cmp(&(b.netns, &b.device)));
@@ -431,6 +564,8 @@ mod tests {
             netns,
             pids,
             symbols: Some(Symbols::parse("ffffffff81001a00 T rtnetlink_rcv_msg\n")),
+            baseline: 1,
+            tcp_states: HashMap::new(),
         })
     }
 
@@ -506,7 +641,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             human(&r),
-            "   4.000 dev_wait              11      93 kworker/u4:1     lo ifindex=1 usage_count=2 waiting=3.0s"
+            "   4.000 dev_wait              11      93 kworker/u4:1     lo ifindex=1 usage_count=2 waiting=3.0s\n         lo of netns 11: usage count 2 (1 is the device's own), waiting 3.0s\n           unattributed: 1"
         );
         let Record::DevWait(d) = s.on_event(dev_wait(5 * S, 11, 1, 0, 2 * S, 0)).unwrap() else {
             panic!()
@@ -521,7 +656,9 @@ mod tests {
                 netns: 11,
                 device: "lo".into(),
                 refcnt: 1,
-                waiting_ns: 10 * S
+                waiting_ns: 10 * S,
+                holders: vec![],
+                unattributed: 0,
             }]
         );
         assert_eq!(sum.netns_pending, [11]);

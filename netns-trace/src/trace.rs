@@ -7,12 +7,15 @@ use std::{
 
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{stack_trace::StackTraceMap, Array, HashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
 use netns_trace::{
     cli::TraceOptions,
-    kernel::{btf::resolve_offsets, tracefs},
+    kernel::{
+        btf::{resolve_offsets, tcp_state_names},
+        tracefs,
+    },
     output::{AttachRec, LostCounts, Record, Renderer},
     session::{Session, SessionConfig},
 };
@@ -22,7 +25,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use crate::{attach, probes, Prepared};
+use crate::{attach, probes, stacks::StackResolver, Prepared};
 
 /// Offsets and config for the programs, plus the fields this kernel lacks.
 pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, Vec<String>) {
@@ -35,13 +38,44 @@ pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, V
         offsets.tp_unshare_ret = tp("syscalls", "sys_exit_unshare", "ret");
         offsets.tp_wq_work = tp("workqueue", "workqueue_execute_start", "work");
         offsets.tp_wq_function = tp("workqueue", "workqueue_execute_start", "function");
+        let sk = |field: &str| tp("sock", "inet_sock_set_state", field);
+        offsets.tp_sk_skaddr = sk("skaddr");
+        offsets.tp_sk_oldstate = sk("oldstate");
+        offsets.tp_sk_newstate = sk("newstate");
+        offsets.tp_sk_sport = sk("sport");
+        offsets.tp_sk_dport = sk("dport");
+        offsets.tp_sk_family = sk("family");
+        offsets.tp_sk_protocol = sk("protocol");
+        offsets.tp_sk_saddr = sk("saddr");
+        offsets.tp_sk_daddr = sk("daddr");
+        offsets.tp_sk_saddr_v6 = sk("saddr_v6");
+        offsets.tp_sk_daddr_v6 = sk("daddr_v6");
     }
     let mut config = Config::default_const();
     config.filter_enabled = u32::from(opts.filtered());
     config.rtnl_threshold_ns = opts.rtnl_threshold.as_nanos() as u64;
     config.free_refcnt = prepared.caps.free_refcnt();
     config.cleanup_net_addr = prepared.plan.cleanup_net_addr().unwrap_or(0);
+    config.init_netns_inum = init_netns_inum(&opts.proc_root);
     (offsets, config, missing)
+}
+
+/// Inode of the initial network namespace: that of PID 1 (under
+/// `--proc-root` when running from a container).
+fn init_netns_inum(proc_root: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(proc_root.join("1/ns/net")) {
+        Ok(meta) => meta.ino() as u32,
+        Err(err) => {
+            // Our own namespace is the initial one on a host; say so.
+            let own = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32);
+            log::warn!(
+                "cannot read {}/1/ns/net ({err}): taking this process's namespace as the initial one",
+                proc_root.display()
+            );
+            own.unwrap_or(0)
+        }
+    }
 }
 
 pub fn load_programs(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
@@ -160,13 +194,20 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "STATS")?;
     #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
+    let stack_map: StackTraceMap<MapData> = take(&mut ebpf, "STACKS")?;
+    let mut resolver = StackResolver::new(stack_map, prepared.symbols.clone());
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
         netns: opts.netns.clone(),
         pids: opts.pids.clone(),
         symbols: Some(prepared.symbols),
+        baseline: prepared.caps.free_refcnt(),
+        tcp_states: tcp_state_names(&prepared.btf),
     });
+    session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(move |id| {
+        resolver.resolve(id)
+    })));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -32,6 +32,27 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
     field(&mut offsets.task_nsproxy, "task_struct", &["nsproxy"]);
     field(&mut offsets.nsproxy_net, "nsproxy", &["net_ns"]);
     field(&mut offsets.task_tgid, "task_struct", &["tgid"]);
+    field(&mut offsets.dst_dev, "dst_entry", &["dev"]);
+    field(&mut offsets.dst_ops, "dst_entry", &["ops"]);
+    field(&mut offsets.dst_ops_family, "dst_ops", &["family"]);
+    field(&mut offsets.neigh_dev, "neighbour", &["dev"]);
+    field(&mut offsets.neigh_tbl, "neighbour", &["tbl"]);
+    field(&mut offsets.neigh_key, "neighbour", &["primary_key"]);
+    field(&mut offsets.neigh_tbl_family, "neigh_table", &["family"]);
+    field(
+        &mut offsets.sock_net,
+        "sock",
+        &["__sk_common", "skc_net", "net"],
+    );
+    field(&mut offsets.sock_dst_cache, "sock", &["sk_dst_cache"]);
+    // sk_kern_sock is a one-bit bitfield: hand over its byte and bit.
+    match bit_offset(btf, "sock", &["sk_kern_sock"]) {
+        Ok(bits) => {
+            offsets.sock_kern_byte = bits / 8;
+            offsets.sock_kern_bit = bits % 8;
+        }
+        Err(err) => missing.push(format!("struct sock.sk_kern_sock: {err:#}")),
+    }
     // The enum is anonymous inside net_device up to 6.x and a named
     // `enum netdev_reg_state` stored in a u8 on newer kernels.
     match member_enum_value(btf, "net_device", "reg_state", "NETREG_UNREGISTERED")
@@ -92,17 +113,31 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, btf_rs
 
 /// Byte offset of `strukt.path[0].path[1]...` (through embedded structs).
 pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
+    let bits = bit_offset(btf, strukt, path)?;
+    let last = path.last().copied().unwrap_or_default();
+    let s = struct_by_name(btf, strukt)?;
+    // A bitfield member cannot be read as a whole number of bytes.
+    if path.len() == 1 {
+        if let Some((_, m)) = find_member(btf, &s, last) {
+            let size = m.bitfield_size().unwrap_or(0);
+            if !size.is_multiple_of(8) {
+                bail!("{last} is a bitfield of {size} bits");
+            }
+        }
+    }
+    if !bits.is_multiple_of(8) {
+        bail!("not byte aligned");
+    }
+    Ok(bits / 8)
+}
+
+/// Bit offset of `strukt.path[0].path[1]...` (bitfields allowed).
+pub fn bit_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
     let mut current = struct_by_name(btf, strukt)?;
     let mut bits = 0u32;
     for (i, name) in path.iter().enumerate() {
         let (member_bits, member) =
             find_member(btf, &current, name).ok_or_else(|| anyhow!("no member {name}"))?;
-        if !member.bitfield_size().unwrap_or(0).is_multiple_of(8) {
-            bail!(
-                "{name} is a bitfield of {} bits",
-                member.bitfield_size().unwrap_or(0)
-            );
-        }
         bits += member_bits;
         if i + 1 < path.len() {
             match strip(btf, btf.resolve_chained_type(&member)?)? {
@@ -111,10 +146,7 @@ pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
             }
         }
     }
-    if !bits.is_multiple_of(8) {
-        bail!("not byte aligned");
-    }
-    Ok(bits / 8)
+    Ok(bits)
 }
 
 /// Value of enumerator `value_name` of the enum type of `strukt.member`.
@@ -157,6 +189,34 @@ pub fn has_pcpu_refcnt(btf: &Btf) -> bool {
     byte_offset(btf, "net_device", &["pcpu_refcnt"]).is_ok()
 }
 
+/// Names of the kernel's TCP states (TCP_ESTABLISHED = 1 ...), from the
+/// anonymous enum in BTF, without the `TCP_` prefix.
+pub fn tcp_state_names(btf: &Btf) -> std::collections::HashMap<u8, String> {
+    let mut names = std::collections::HashMap::new();
+    // Enumerators are not types and this enum has no name: scan the type
+    // ids in order for the enum that has TCP_ESTABLISHED among its members.
+    for id in 1..u32::MAX {
+        let Ok(ty) = btf.resolve_type_by_id(id) else {
+            break;
+        };
+        if let Type::Enum(e) = ty {
+            let found = e
+                .members
+                .iter()
+                .any(|m| btf.resolve_name(m).is_ok_and(|n| n == "TCP_ESTABLISHED"));
+            if found {
+                for m in &e.members {
+                    if let Ok(n) = btf.resolve_name(m) {
+                        names.insert(m.val() as u8, n.trim_start_matches("TCP_").to_string());
+                    }
+                }
+                break;
+            }
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +236,13 @@ mod tests {
         assert_ne!(offsets.dev_name, offsets.dev_ifindex);
         assert!(offsets.netreg_unregistered >= 1);
         assert!(byte_offset(&btf, "net_device", &["no_such_field"]).is_err());
+        // sk_kern_sock is a bitfield: byte_offset refuses it, bit_offset
+        // finds it inside struct sock.
+        assert!(byte_offset(&btf, "sock", &["sk_kern_sock"]).is_err());
+        let bits = bit_offset(&btf, "sock", &["sk_kern_sock"]).unwrap();
+        assert_eq!(offsets.sock_kern_byte * 8 + offsets.sock_kern_bit, bits);
+        let states = tcp_state_names(&btf);
+        assert_eq!(states.get(&1).map(String::as_str), Some("ESTABLISHED"));
+        assert_eq!(states.get(&10).map(String::as_str), Some("LISTEN"));
     }
 }

@@ -42,7 +42,9 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
-    /// Pin lo of a dying namespace with the test module for `hold_ms`.
+    /// Pin lo of a dying namespace with the test module for `hold_ms`
+    /// (mode hold, neigh or dst), or keep a kernel TCP socket in it that
+    /// must not pin lo (mode tcpsock).
     Stuck {
         #[arg(long, default_value = "hold")]
         mode: String,
@@ -310,6 +312,15 @@ fn has(v: &Value, ty: &str, netns: u64) -> bool {
     v["type"] == ty && v["netns"].as_u64() == Some(netns)
 }
 
+/// `{"type":"cleanup_net","phase":"end","netns":[...]}` naming `netns`.
+fn cleanup_ended(v: &Value, netns: u64) -> bool {
+    v["type"] == "cleanup_net"
+        && v["phase"] == "end"
+        && v["netns"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n.as_u64() == Some(netns)))
+}
+
 fn churn(t: &Tracer, facts: &mut Value, count: usize, timeout: Duration) {
     let mut inodes = Vec::new();
     for _ in 0..count {
@@ -379,21 +390,30 @@ fn stuck(t: &Tracer, facts: &mut Value, mode: &str, hold_ms: u64, module: &str, 
     drop(c.stdin.take()); // EOF: the child exits and its namespace dies
     let _ = c.wait();
     if loaded {
-        // The teardown is over once a cleanup_net end follows a dev_wait for us.
+        // The teardown is over once cleanup_net ends for our namespace: after
+        // a dev_wait for it when the module pins lo, else (tcpsock, the
+        // negative test: lo is not pinned) at once.
+        let pinned = mode != "tcpsock";
         let done = t.lines.wait_for(timeout, |lines| {
-            lines
-                .iter()
-                .position(|v| has(v, "dev_wait", inode))
-                .is_some_and(|i| {
-                    lines[i..]
-                        .iter()
-                        .any(|v| v["type"] == "cleanup_net" && v["phase"] == "end")
-                })
+            let from = if pinned {
+                match lines.iter().position(|v| has(v, "dev_wait", inode)) {
+                    Some(i) => i,
+                    None => return false,
+                }
+            } else {
+                0
+            };
+            lines[from..].iter().any(|v| cleanup_ended(v, inode))
         });
         if !done {
+            let what = if pinned {
+                "no dev_wait then cleanup_net end"
+            } else {
+                "no cleanup_net end"
+            };
             add_error(
                 facts,
-                &format!("timeout: no dev_wait then cleanup_net end after {timeout:?}"),
+                &format!("timeout: {what} for netns {inode} after {timeout:?}"),
             );
         }
         let rmmod = Command::new("rmmod").arg("netns_leak").status();
