@@ -34,7 +34,7 @@ pub struct VmTestArgs {
     timeout: u64,
     /// demo only: what the test module holds (hold, neigh, dst, tcpsock).
     /// vm-test takes it from the scenario name.
-    #[arg(long, default_value = "hold")]
+    #[arg(long, default_value = "neigh")]
     mode: String,
     /// How long the module keeps it after lo starts unregistering.
     #[arg(long, default_value_t = 3000)]
