@@ -141,3 +141,78 @@ fn degraded_tracer_runs_and_sees_unshare() {
     assert_eq!(summary["type"], "summary");
     assert!(summary["netns_created"].as_u64().unwrap() >= 1);
 }
+
+/// `--pid` follows the given process's descendants in the kernel (fork
+/// tracepoint): a namespace made by a child of it is reported, one made by
+/// an unrelated process is not.
+#[test]
+fn pid_filter_follows_descendants_only() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let dir = std::env::temp_dir().join(format!("nt-host-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    // A shell that waits for a line on stdin before making its namespace,
+    // so it exists (and is in scope) before the tracer attaches.
+    let mut shell = Command::new("sh")
+        .args(["-c", "read go; unshare -n stat -L -c %i /proc/self/ns/net"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tracer = Command::new(BIN)
+        .args(["--json", "--duration", "4", "--pid"])
+        .arg(shell.id().to_string())
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Outside the scope: must not be reported.
+    let outside = Command::new("unshare")
+        .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])
+        .output()
+        .unwrap();
+    let outside: u64 = String::from_utf8_lossy(&outside.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    // Inside: a grandchild of the --pid process.
+    shell.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(shell.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let inside: u64 = line.trim().parse().unwrap();
+    shell.wait().unwrap();
+    let out = tracer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    let created: Vec<u64> = lines
+        .iter()
+        .filter(|v| v["type"] == "netns_create")
+        .filter_map(|v| v["netns"].as_u64())
+        .collect();
+    assert!(
+        created.contains(&inside),
+        "in-scope {inside} missing: {created:?}"
+    );
+    assert!(
+        !created.contains(&outside),
+        "out-of-scope {outside} reported: {created:?}"
+    );
+}
