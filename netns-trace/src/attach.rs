@@ -2,9 +2,9 @@
 //! undoes half-attached pairs, and records every outcome (with the
 //! kernel's own error) in the plan for `doctor`, the banner and JSON.
 use aya::{Btf, Ebpf};
-use netns_trace::plan::{Candidate, Method, Outcome, Plan};
+use netns_trace::plan::{Candidate, Outcome, Plan};
 
-use crate::probes::{self, How};
+use crate::probes;
 
 /// Attach (or only load and verify, for `--dry-run`) every core hook,
 /// then the degraded-mode fallbacks the core outcome calls for.
@@ -82,13 +82,12 @@ fn try_candidate(
 ) -> Result<(), String> {
     let mut done: Vec<&str> = Vec::new();
     for program in &candidate.programs {
-        let how = how(program.method);
         // Tracepoints are `category:name` in the plan, `category/name` here.
         let target = program.target.replacen(':', "/", 1);
         let result = if verify_only {
-            probes::verify(ebpf, btf, program.program, how, &target)
+            probes::verify(ebpf, btf, program.program, program.method, &target)
         } else {
-            probes::attach(ebpf, btf, program.program, how, &target)
+            probes::attach(ebpf, btf, program.program, program.method, &target)
         };
         if let Err(err) = result {
             for name in done {
@@ -100,15 +99,4 @@ fn try_candidate(
         done.push(program.program);
     }
     Ok(())
-}
-
-fn how(method: Method) -> How {
-    match method {
-        Method::Fentry => How::Fentry,
-        Method::Fexit => How::Fexit,
-        Method::Kprobe => How::Kprobe,
-        Method::Kretprobe => How::Kretprobe,
-        Method::Tracepoint => How::Tracepoint,
-        Method::BtfTracepoint => How::BtfTracepoint,
-    }
 }

@@ -6,6 +6,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use netns_trace::plan::Method;
 use netns_trace_common::{Config, Offsets};
 
 /// The compiled eBPF object, built by build.rs (aya-build).
@@ -19,17 +20,6 @@ pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
         .context("loading the eBPF object (maps and globals) into the kernel")
 }
 
-/// How a program is attached (mirrors `plan::Method`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum How {
-    Fentry,
-    Fexit,
-    Kprobe,
-    Kretprobe,
-    Tracepoint,
-    BtfTracepoint,
-}
-
 /// Loads and attaches one program. `target` is a kernel function for
 /// kprobes and fentry, `category/name` for tracepoints, the tracepoint name
 /// for tp_btf. Errors carry the kernel's answer (errno, verifier log).
@@ -37,7 +27,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     program: &str,
-    how: How,
+    how: Method,
     target: &str,
 ) -> Result<()> {
     load_and_maybe_attach(ebpf, btf, program, how, target, true)
@@ -49,7 +39,7 @@ pub fn verify(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     program: &str,
-    how: How,
+    how: Method,
     target: &str,
 ) -> Result<()> {
     load_and_maybe_attach(ebpf, btf, program, how, target, false)
@@ -59,7 +49,7 @@ fn load_and_maybe_attach(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
     program: &str,
-    how: How,
+    how: Method,
     target: &str,
     attach: bool,
 ) -> Result<()> {
@@ -68,28 +58,28 @@ fn load_and_maybe_attach(
         .ok_or_else(|| anyhow!("program {program} is not in the eBPF object"))?;
     let need_btf = || btf.ok_or_else(|| anyhow!("needs kernel BTF"));
     match how {
-        How::Fentry => {
+        Method::Fentry => {
             let p: &mut FEntry = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
             if attach {
                 p.attach().map_err(flatten)?;
             }
         }
-        How::Fexit => {
+        Method::Fexit => {
             let p: &mut FExit = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
             if attach {
                 p.attach().map_err(flatten)?;
             }
         }
-        How::Kprobe | How::Kretprobe => {
+        Method::Kprobe | Method::Kretprobe => {
             let p: &mut KProbe = prog.try_into()?;
             p.load().map_err(flatten)?;
             if attach {
                 p.attach(target, 0).map_err(flatten)?;
             }
         }
-        How::Tracepoint => {
+        Method::Tracepoint => {
             let (category, name) = target
                 .split_once('/')
                 .ok_or_else(|| anyhow!("tracepoint {target} is not category/name"))?;
@@ -99,7 +89,7 @@ fn load_and_maybe_attach(
                 p.attach(category, name).map_err(flatten)?;
             }
         }
-        How::BtfTracepoint => {
+        Method::BtfTracepoint => {
             let p: &mut BtfTracePoint = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
             if attach {

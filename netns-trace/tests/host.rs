@@ -19,6 +19,28 @@ fn kprobe_pmu() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe").exists()
 }
 
+/// Starts the tracer with `args` plus a ready file, and returns once it
+/// has written it (every hook attached): the test's traffic starts on that
+/// signal, not after a sleep.
+fn start_tracer(name: &str, args: &[&str]) -> std::process::Child {
+    let ready = std::env::temp_dir().join(format!("nt-host-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(BIN)
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 fn json_lines(out: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(out)
         .lines()
@@ -92,23 +114,7 @@ fn degraded_tracer_runs_and_sees_unshare() {
         eprintln!("skipped: host tests need root");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("nt-host-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ready = dir.join("ready");
-    let _ = std::fs::remove_file(&ready);
-    let child = Command::new(BIN)
-        .args(["--json", "--duration", "3", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the ready file (the tracer writes it once attached).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer never became ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = start_tracer("deg", &["--json", "--duration", "3"]);
     // A namespace created now must be reported, at least at syscall level.
     let inode = Command::new("unshare")
         .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])
@@ -152,10 +158,6 @@ fn pid_filter_follows_descendants_only() {
         return;
     }
     use std::io::{BufRead as _, BufReader, Write as _};
-    let dir = std::env::temp_dir().join(format!("nt-host-pid-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ready = dir.join("ready");
-    let _ = std::fs::remove_file(&ready);
     // A shell that waits for a line on stdin before making its namespace,
     // so it exists (and is in scope) before the tracer attaches.
     let mut shell = Command::new("sh")
@@ -164,20 +166,8 @@ fn pid_filter_follows_descendants_only() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let tracer = Command::new(BIN)
-        .args(["--json", "--duration", "4", "--pid"])
-        .arg(shell.id().to_string())
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() {
-        assert!(Instant::now() < deadline, "tracer never became ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let pid = shell.id().to_string();
+    let tracer = start_tracer("pid", &["--json", "--duration", "4", "--pid", &pid]);
     // Outside the scope: must not be reported.
     let outside = Command::new("unshare")
         .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])

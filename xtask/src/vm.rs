@@ -82,19 +82,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         .iter()
         .map(|s| setup::ensure_kernel(s))
         .collect::<Result<Vec<_>>>()?;
-    let root = repo_root();
-    if !args.stand_in && args.tracer.is_none() {
-        run_cmd(
-            Command::new("cargo")
-                .args(["build", "--release", "-p", "netns-trace"])
-                .current_dir(&root),
-        )?;
-    }
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "xtask", "--bin", "nt-scenario"])
-            .current_dir(&root),
-    )?;
+    build_guest_binaries(!args.stand_in && args.tracer.is_none())?;
     let (mut passed, mut failed) = (0, 0);
     for k in &kernels {
         let module = build_module(k)?;
@@ -134,21 +122,29 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask demo`: boot a stock Debian kernel, pin lo of a dying
-/// namespace with the test module, and show the tracer's human output.
-pub fn demo(args: VmTestArgs) -> Result<()> {
-    let k = setup::ensure_kernel(&args.kernel)?;
+/// Release builds of what goes into the initramfs: the scenario driver,
+/// and the tracer unless a prebuilt one (or the stand-in) is used.
+fn build_guest_binaries(tracer: bool) -> Result<()> {
     let root = repo_root();
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "netns-trace"])
-            .current_dir(&root),
-    )?;
+    if tracer {
+        run_cmd(
+            Command::new("cargo")
+                .args(["build", "--release", "-p", "netns-trace"])
+                .current_dir(&root),
+        )?;
+    }
     run_cmd(
         Command::new("cargo")
             .args(["build", "--release", "-p", "xtask", "--bin", "nt-scenario"])
             .current_dir(&root),
-    )?;
+    )
+}
+
+/// `cargo xtask demo`: boot a stock Debian kernel, pin lo of a dying
+/// namespace with the test module, and show the tracer's human output.
+pub fn demo(args: VmTestArgs) -> Result<()> {
+    let k = setup::ensure_kernel(&args.kernel)?;
+    build_guest_binaries(true)?;
     let module = build_module(&k)?;
     let cpio = build_initramfs(&k, &module, &args)?;
     println!(
