@@ -56,7 +56,7 @@ impl VmTestArgs {
 
 /// Every vm-test scenario, in run order: churn, then one boot per module
 /// mode (the mode is the scenario name; see testmod/netns_leak.c).
-const SCENARIOS: &[&str] = &["churn", "hold", "neigh", "dst", "tcpsock"];
+const SCENARIOS: &[&str] = &["churn", "hold", "neigh", "dst", "tcpsock", "late"];
 
 const STALL: Duration = Duration::from_secs(120);
 const TOTAL: Duration = Duration::from_secs(300);
@@ -96,6 +96,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "hold" => vm_assert::check_pinned(&run, vm_assert::Holder::Bare),
                     "neigh" => vm_assert::check_pinned(&run, vm_assert::Holder::Neighbour),
                     "dst" => vm_assert::check_pinned(&run, vm_assert::Holder::Dst),
+                    "late" => vm_assert::check_late(&run),
                     _ => vm_assert::check_tcpsock(&run),
                 })
             });
@@ -242,6 +243,7 @@ tracer="/bin/netns-trace --json --ready-file /tmp/ready"
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
   hold|neigh|dst|tcpsock) /bin/nt-scenario stuck --mode "$scenario" --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 9000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
     # module pins lo of a dying namespace (the JSON run drives the scenario).

@@ -288,6 +288,62 @@ fn find_holder<'a>(l: &Ledger<'a>, kind: &str, wait: &Value) -> Result<&'a Value
     Ok(h)
 }
 
+/// late (incident mode): the module pins lo with a neighbour, the kernel
+/// prints its "waiting" line, and only then the tracer starts. It must
+/// name the stuck lo of that namespace within 2 s of attaching, with the
+/// kernel's usage count and a wait timed from its first sighting, and
+/// report the release. (The neighbour was created before the tracer: it
+/// can only be unattributed until the attach-time scan exists.)
+pub fn check_late(run: &Run) -> Result<String, String> {
+    run.driver_errors()?;
+    check_kernel_clean(&run.dmesg)?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let counts = usage_counts(&run.dmesg);
+    let n = *counts
+        .first()
+        .ok_or("kernel never printed 'waiting for lo to become free'")?;
+    let first_ms = run.facts["first_report_ms"]
+        .as_u64()
+        .ok_or("the tracer never reported the stuck lo")?;
+    if first_ms > 2000 {
+        return Err(format!("first dev_wait {first_ms} ms after attach (> 2 s)"));
+    }
+    let waits: Vec<&Value> = run
+        .of_type("dev_wait")
+        .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+        .collect();
+    let first = waits.first().ok_or("no dev_wait for lo")?;
+    if first["wait_since"] != "first_seen" {
+        return Err(format!(
+            "attached mid-wait but wait_since = {}",
+            first["wait_since"]
+        ));
+    }
+    if let Some(bad) = waits.iter().find(|v| v["usage_count"].as_i64() != Some(n)) {
+        return Err(format!(
+            "dev_wait usage_count {} != kernel's {n}",
+            bad["usage_count"]
+        ));
+    }
+    if let Some(bad) = waits.iter().find(|v| {
+        v["attributed"].as_i64().unwrap_or(-1) + v["unattributed"].as_i64().unwrap_or(-1) != n - 1
+    }) {
+        return Err(format!(
+            "attributed + unattributed != usage count - 1 in {bad}"
+        ));
+    }
+    if !run
+        .of_type("dev_released")
+        .any(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+    {
+        return Err("no dev_released for lo".into());
+    }
+    Ok(format!(
+        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, release seen",
+        waits.len()
+    ))
+}
+
 /// hold / neigh / dst: the tracer saw lo of our namespace waiting, with the
 /// kernel's own usage count, for about as long as the module held it, and
 /// named the holder (or, for a bare dev_hold, left exactly one reference
@@ -873,5 +929,35 @@ mod tests {
             "unrelated".to_string(),
         ];
         assert_eq!(usage_counts(&lines), [2, 5]);
+    }
+
+    fn late_run(first_ms: u64, since: &str, usage: i64) -> Result<String, String> {
+        let facts = format!(
+            r#"{{"scenario":"stuck","mode":"neigh","hold_ms":9000,"attach_late":true,"inodes":[20],"first_report_ms":{first_ms}}}"#
+        );
+        let wait = format!(
+            r#"{{"type":"dev_wait","time":0.2,"netns":20,"device":"lo","ifindex":1,"refcnt":{usage},"usage_count":{usage},"waiting_s":0.0,"wait_since":"{since}","holders":[],"attributed":0,"unattributed":{}}}"#,
+            usage - 1
+        );
+        let released = r#"{"type":"dev_released","time":5.0,"netns":20,"device":"lo","ifindex":1,"refcnt":1,"usage_count":1,"waiting_s":4.8,"wait_since":"first_seen","holders":[],"attributed":0,"unattributed":0}"#;
+        check_late(&run_of(&serial(
+            &facts,
+            &[&wait, released, SUMMARY],
+            &[WAITING],
+        )))
+    }
+
+    #[test]
+    fn late_attach_pass_and_failures() {
+        assert!(late_run(150, "first_seen", 2).is_ok());
+        assert!(late_run(2500, "first_seen", 2)
+            .unwrap_err()
+            .contains("> 2 s"));
+        assert!(late_run(150, "run_todo", 2)
+            .unwrap_err()
+            .contains("mid-wait"));
+        assert!(late_run(150, "first_seen", 3)
+            .unwrap_err()
+            .contains("kernel's 2"));
     }
 }

@@ -52,6 +52,10 @@ enum Scenario {
         hold_ms: u64,
         #[arg(long, default_value = "/lib/netns_leak.ko")]
         module: String,
+        /// Incident mode: start the tracer only after the kernel has
+        /// printed "waiting for lo to become free" (attach mid-wait).
+        #[arg(long)]
+        attach_late: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -75,14 +79,53 @@ fn main() {
             mode,
             hold_ms,
             module,
+            attach_late,
             common,
         } => {
-            let mut facts = json!({"scenario": "stuck", "mode": mode, "hold_ms": hold_ms});
+            let mut facts = json!({"scenario": "stuck", "mode": mode, "hold_ms": hold_ms,
+                                   "attach_late": attach_late});
+            if !attach_late {
+                return run(common, &mut facts, |t, facts, timeout| {
+                    if let Some(inode) = make_stuck(facts, &mode, hold_ms, &module) {
+                        await_teardown(t, facts, &mode, inode, false, timeout);
+                    }
+                });
+            }
+            // The leak first; the tracer only once the kernel complains.
+            let Some(inode) = make_stuck(&mut facts, &mode, hold_ms, &module) else {
+                return run(common, &mut facts, |_, _, _| {});
+            };
+            if !await_kernel_waiting(Duration::from_secs(common.timeout)) {
+                add_error(
+                    &mut facts,
+                    "the kernel never printed 'waiting for lo to become free'",
+                );
+            }
             run(common, &mut facts, |t, facts, timeout| {
-                stuck(t, facts, &mode, hold_ms, &module, timeout)
+                // How long from "attached" to the first report of the stuck lo.
+                let attached = Instant::now();
+                if t.lines
+                    .wait_for(timeout, |l| l.iter().any(|v| has(v, "dev_wait", inode)))
+                {
+                    facts["first_report_ms"] = json!(attached.elapsed().as_millis() as u64);
+                }
+                await_teardown(t, facts, &mode, inode, true, timeout);
             })
         }
     }
+}
+
+/// Polls the kernel log (every 50 ms) for the unregister wait message:
+/// waiting on the kernel's own event.
+fn await_kernel_waiting(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if read_kmsg().is_ok_and(|log| log.contains("waiting for lo to become free")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Tracer stdout lines, shared with the reader thread; the condvar is
@@ -355,7 +398,9 @@ fn churn(t: &Tracer, facts: &mut Value, count: usize, timeout: Duration) {
     }
 }
 
-fn stuck(t: &Tracer, facts: &mut Value, mode: &str, hold_ms: u64, module: &str, timeout: Duration) {
+/// A namespace whose lo the module pins (or, tcpsock, does not), already
+/// deleted when this returns: its inode, or None after recording why not.
+fn make_stuck(facts: &mut Value, mode: &str, hold_ms: u64, module: &str) -> Option<u64> {
     // Make the kernel print its "waiting for lo" line every second.
     if let Err(e) = std::fs::write("/proc/sys/net/core/netdev_unregister_timeout_secs", "1") {
         add_error(facts, &format!("set netdev_unregister_timeout_secs: {e}"));
@@ -367,13 +412,17 @@ fn stuck(t: &Tracer, facts: &mut Value, mode: &str, hold_ms: u64, module: &str, 
         .spawn();
     let mut c = match spawned {
         Ok(c) => c,
-        Err(e) => return add_error(facts, &format!("spawn stuck child: {e}")),
+        Err(e) => {
+            add_error(facts, &format!("spawn stuck child: {e}"));
+            return None;
+        }
     };
     let inode = match read_inode(&mut c) {
         Ok(i) => i,
         Err(e) => {
             let _ = c.kill();
-            return add_error(facts, &e);
+            add_error(facts, &e);
+            return None;
         }
     };
     facts["inodes"] = json!([inode]);
@@ -389,37 +438,51 @@ fn stuck(t: &Tracer, facts: &mut Value, mode: &str, hold_ms: u64, module: &str, 
     }
     drop(c.stdin.take()); // EOF: the child exits and its namespace dies
     let _ = c.wait();
-    if loaded {
-        // The teardown is over once cleanup_net ends for our namespace: after
-        // a dev_wait for it when the module pins lo, else (tcpsock, the
-        // negative test: lo is not pinned) at once.
-        let pinned = mode != "tcpsock";
-        let done = t.lines.wait_for(timeout, |lines| {
-            let from = if pinned {
-                match lines.iter().position(|v| has(v, "dev_wait", inode)) {
-                    Some(i) => i,
-                    None => return false,
-                }
-            } else {
-                0
-            };
-            lines[from..].iter().any(|v| cleanup_ended(v, inode))
-        });
-        if !done {
-            let what = if pinned {
-                "no dev_wait then cleanup_net end"
-            } else {
-                "no cleanup_net end"
-            };
-            add_error(
-                facts,
-                &format!("timeout: {what} for netns {inode} after {timeout:?}"),
-            );
+    loaded.then_some(inode)
+}
+
+/// Waits until the teardown of `inode` is over, then unloads the module.
+fn await_teardown(
+    t: &Tracer,
+    facts: &mut Value,
+    mode: &str,
+    inode: u64,
+    late: bool,
+    timeout: Duration,
+) {
+    // The teardown is over once cleanup_net ends for our namespace: after
+    // a dev_wait for it when the module pins lo, else (tcpsock, the
+    // negative test: lo is not pinned) at once. Attached mid-teardown, the
+    // cleanup_net call in flight has no exit probe: its lo's release ends it.
+    let pinned = mode != "tcpsock";
+    let done = t.lines.wait_for(timeout, |lines| {
+        if late {
+            return lines.iter().any(|v| has(v, "dev_released", inode));
         }
-        let rmmod = Command::new("rmmod").arg("netns_leak").status();
-        if !matches!(rmmod, Ok(s) if s.success()) {
-            add_error(facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
-        }
+        let from = if pinned {
+            match lines.iter().position(|v| has(v, "dev_wait", inode)) {
+                Some(i) => i,
+                None => return false,
+            }
+        } else {
+            0
+        };
+        lines[from..].iter().any(|v| cleanup_ended(v, inode))
+    });
+    if !done {
+        let what = if pinned {
+            "no dev_wait then cleanup_net end"
+        } else {
+            "no cleanup_net end"
+        };
+        add_error(
+            facts,
+            &format!("timeout: {what} for netns {inode} after {timeout:?}"),
+        );
+    }
+    let rmmod = Command::new("rmmod").arg("netns_leak").status();
+    if !matches!(rmmod, Ok(s) if s.success()) {
+        add_error(facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
     }
 }
 
