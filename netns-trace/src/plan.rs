@@ -913,7 +913,12 @@ mod tests {
         ];
         let mut k = String::new();
         for (i, n) in names.iter().enumerate() {
-            k += &format!("{:016x} T {n}\n", 0xffffffff81000000u64 + i as u64 * 0x100);
+            // dst_destroy is static on 6.12: a local text symbol.
+            let ty = if *n == "dst_destroy" { 't' } else { 'T' };
+            k += &format!(
+                "{:016x} {ty} {n}\n",
+                0xffffffff81000000u64 + i as u64 * 0x100
+            );
         }
         (
             Symbols::parse(&k),
@@ -1094,9 +1099,23 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         // Only the socket tracepoint is a core hook that still works.
         let core: Vec<_> = plan.core().map(|h| h.hook.name).collect();
         assert_eq!(core, ["sock_state"]);
+        let sock = plan.hook("sock_state").unwrap();
+        assert_eq!(sock.status, SymbolStatus::Tracepoint);
+        assert_eq!(sock.symbol, "sock:inet_sock_set_state");
         assert_eq!(
-            plan.hook("sock_state").unwrap().status,
-            SymbolStatus::Tracepoint
+            sock.candidates,
+            [Candidate {
+                alternative: 0,
+                programs: vec![Attach {
+                    program: "sock_state_tp",
+                    method: Tracepoint,
+                    target: "sock:inet_sock_set_state".into()
+                }]
+            }]
+        );
+        assert_eq!(
+            sock.candidates[0].programs[0].tracepoint_parts(),
+            Some(("sock", "inet_sock_set_state"))
         );
         let fb: Vec<_> = plan
             .needed_fallbacks()
@@ -1135,6 +1154,16 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         assert_eq!(rows[16].method, "tracepoint");
         assert_eq!(rows[16].note, "planned: replaces copy_net_ns");
         assert_eq!(rows[17].method, "tp_btf");
+        assert_eq!(
+            rows[12],
+            HookRow {
+                hook: "sock_state".into(),
+                symbol: "sock:inet_sock_set_state".into(),
+                status: "tracepoint".into(),
+                method: "tracepoint".into(),
+                note: "planned".into(),
+            }
+        );
         let doc = plan.doctor_json();
         assert_eq!(doc["capabilities"]["kprobe"], false);
         assert_eq!(doc["full_tracer_possible"], false);
@@ -1231,7 +1260,25 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
         assert_eq!(init.status, SymbolStatus::Absent);
         assert_eq!(init.skip.as_deref(), Some("not in kallsyms"));
         assert_eq!(methods(&plan, "dst_alloc"), ["fexit", "kretprobe"]);
+        assert_eq!(
+            plan.hook("dst_alloc").unwrap().candidates[1].programs,
+            [Attach {
+                program: "dst_alloc_kretprobe",
+                method: Kretprobe,
+                target: "dst_alloc".into()
+            }]
+        );
         assert!(plan.core().any(|h| h.hook.name == "dst_alloc"));
+        assert!(!plan.core().any(|h| h.hook.name == "dst_init"));
+        // dst_alloc is a core hook of its own, not a fallback.
+        assert!(plan
+            .needed_fallbacks()
+            .iter()
+            .all(|h| h.hook.name != "dst_alloc"));
+        assert!(plan.degraded_reasons().contains(
+            &"dst_init: not in kallsyms; not seen: dst entries taking a device reference"
+                .to_string()
+        ));
     }
 
     #[test]
