@@ -94,7 +94,10 @@ pub struct Ledger {
     objects: HashMap<u64, Object>,
     tombstones: HashMap<u64, u64>,
     tombstone_order: VecDeque<u64>,
-    sockets: HashMap<u64, SocketInfo>,
+    /// By `sk`: when the socket was first seen, and its last state.
+    sockets: HashMap<u64, (u64, SocketInfo)>,
+    /// Cached dst address -> sockets caching it.
+    by_dst: HashMap<u64, Vec<u64>>,
     incomplete: bool,
     pub dropped_full: u64,
     pub stale: u64,
@@ -130,6 +133,7 @@ impl Ledger {
             tombstones: HashMap::new(),
             tombstone_order: VecDeque::new(),
             sockets: HashMap::new(),
+            by_dst: HashMap::new(),
             incomplete: false,
             dropped_full: 0,
             stale: 0,
@@ -181,7 +185,25 @@ impl Ledger {
     pub fn on_release(&mut self, ev: &ObjRelease) {
         // Both a free and a move to blackhole_netdev end the hold on the
         // device; an unknown object predates the tracer (or was lost).
+        // A release older than the live object is that of an earlier
+        // object at the same address, arriving late: keep the new one.
+        if self
+            .objects
+            .get(&ev.obj)
+            .is_some_and(|o| o.created_ns > ev.hdr.ts_ns)
+        {
+            return;
+        }
         self.objects.remove(&ev.obj);
+        if ev.obj_kind == obj_kind::DST {
+            // Sockets caching it no longer reach the device through it.
+            for sk in self.by_dst.remove(&ev.obj).unwrap_or_default() {
+                if let Some((_, s)) = self.sockets.get_mut(&sk) {
+                    s.dst = 0;
+                    s.dst_dev = 0;
+                }
+            }
+        }
         if ev.reason == release_reason::DESTROYED || ev.reason == release_reason::MOVED_OFF_DEVICE {
             if self.tombstones.insert(ev.obj, ev.hdr.ts_ns).is_none() {
                 self.tombstone_order.push_back(ev.obj);
@@ -211,15 +233,52 @@ impl Ledger {
             pid: ev.hdr.pid,
             comm: cstr_lossy(&ev.hdr.comm),
         };
-        if ev.newstate == TCP_CLOSE {
-            self.sockets.remove(&ev.sk);
-        } else if self.sockets.len() < self.max_objects || self.sockets.contains_key(&ev.sk) {
-            self.sockets.insert(ev.sk, info.clone());
+        let old = if ev.newstate == TCP_CLOSE {
+            self.sockets.remove(&ev.sk)
+        } else if let Some((first, old)) = self.sockets.get(&ev.sk).cloned() {
+            self.sockets.insert(ev.sk, (first, info.clone()));
+            Some((first, old))
+        } else if self.sockets.len() < self.max_objects {
+            self.sockets.insert(ev.sk, (ev.hdr.ts_ns, info.clone()));
+            None
         } else {
             self.dropped_full += 1;
             self.incomplete = true;
+            return info;
+        };
+        let old_dst = old.map_or(0, |(_, s)| s.dst);
+        let new_dst = if ev.newstate == TCP_CLOSE { 0 } else { ev.dst };
+        if old_dst != new_dst {
+            self.unindex(old_dst, ev.sk);
+            if new_dst != 0 {
+                self.by_dst.entry(new_dst).or_default().push(ev.sk);
+            }
         }
         info
+    }
+
+    fn unindex(&mut self, dst: u64, sk: u64) {
+        if let Some(v) = self.by_dst.get_mut(&dst) {
+            v.retain(|&x| x != sk);
+            if v.is_empty() {
+                self.by_dst.remove(&dst);
+            }
+        }
+    }
+
+    /// The newest tracked socket caching `dst` (first seen last; ties by
+    /// address, so reports are deterministic).
+    fn socket_of(&self, dst: u64) -> Option<&SocketInfo> {
+        self.by_dst
+            .get(&dst)?
+            .iter()
+            .filter_map(|sk| self.sockets.get(sk))
+            .max_by_key(|(first, s)| (*first, s.sk))
+            .map(|(_, s)| s)
+    }
+
+    pub fn sockets(&self) -> usize {
+        self.sockets.len()
     }
 
     /// The device is free: anything still listed on it was released
@@ -228,6 +287,21 @@ impl Ledger {
         let before = self.objects.len();
         self.objects.retain(|_, o| o.dev != dev);
         self.stale += (before - self.objects.len()) as u64;
+        // Sockets whose cached dst held it: that dst holds it no more (a
+        // new device at the same address must not inherit them).
+        let cached: Vec<(u64, u64)> = self
+            .sockets
+            .iter()
+            .filter(|(_, (_, s))| s.dst_dev == dev)
+            .map(|(&sk, (_, s))| (s.dst, sk))
+            .collect();
+        for (dst, sk) in cached {
+            self.unindex(dst, sk);
+            if let Some((_, s)) = self.sockets.get_mut(&sk) {
+                s.dst = 0;
+                s.dst_dev = 0;
+            }
+        }
     }
 
     /// Who holds `dev`, whose usage count is `refcnt`.
@@ -255,27 +329,42 @@ impl Ledger {
                 stack_id: o.stack_id,
                 stack: Vec::new(),
                 found_by: "trace",
-                socket: self.sockets.values().find(|s| s.dst == addr).cloned(),
+                socket: if o.kind == obj_kind::DST {
+                    self.socket_of(addr).cloned()
+                } else {
+                    None
+                },
             })
             .collect();
         // Sockets whose cached dst sits on the device but was created
         // before the tracer saw it: the socket is the holder we can name.
-        for s in self.sockets.values() {
-            if s.dst_dev == dev && s.dst != 0 && !self.objects.contains_key(&s.dst) {
-                holders.push(Holder {
-                    kind: "socket",
-                    obj: s.dst,
-                    address: None,
-                    family: None,
-                    created_ns: 0,
-                    pid: s.pid,
-                    comm: s.comm.clone(),
-                    stack_id: -1,
-                    stack: Vec::new(),
-                    found_by: "trace",
-                    socket: Some(s.clone()),
-                });
-            }
+        // Sockets often share one cached dst (one reference): one holder
+        // per dst, named by its newest socket.
+        let mut untracked: Vec<u64> = self
+            .sockets
+            .values()
+            .filter(|(_, s)| s.dst_dev == dev && s.dst != 0 && !self.objects.contains_key(&s.dst))
+            .map(|(_, s)| s.dst)
+            .collect();
+        untracked.sort_unstable();
+        untracked.dedup();
+        for dst in untracked {
+            let Some(s) = self.socket_of(dst) else {
+                continue;
+            };
+            holders.push(Holder {
+                kind: "socket",
+                obj: dst,
+                address: None,
+                family: None,
+                created_ns: 0,
+                pid: s.pid,
+                comm: s.comm.clone(),
+                stack_id: -1,
+                stack: Vec::new(),
+                found_by: "trace",
+                socket: Some(s.clone()),
+            });
         }
         holders.sort_by_key(|h| (h.created_ns, h.obj));
         let room = (refcnt - self.baseline).max(0) as usize;
@@ -480,6 +569,66 @@ mod tests {
         let r = l.report(LO, 2);
         assert_eq!(r.holders[0].kind, "dst");
         assert_eq!(r.holders[0].socket.as_ref().unwrap().sport, 4000);
+    }
+
+    #[test]
+    fn sockets_sharing_a_dst_are_one_holder() {
+        let mut l = Ledger::new(1);
+        l.on_sock(&sock(0x900, 0x80, 1));
+        let mut later = sock(0x800, 0x80, 1);
+        later.hdr.ts_ns = 9;
+        l.on_sock(&later);
+        let r = l.report(LO, 3);
+        assert_eq!((r.attributed, r.unattributed), (1, 1), "one dst, one ref");
+        assert_eq!(r.holders[0].obj, 0x80);
+        assert_eq!(r.holders[0].socket.as_ref().unwrap().sk, 0x800, "newest");
+        // The newest of several sockets names a tracked dst too.
+        l.on_hold(&dst(0x80, 5));
+        let r = l.report(LO, 3);
+        assert_eq!((r.holders.len(), r.holders[0].kind), (1, "dst"));
+        assert_eq!(r.holders[0].socket.as_ref().unwrap().sk, 0x800);
+        // A socket whose dst changes leaves the old one.
+        l.on_sock(&sock(0x800, 0x81, 1));
+        let r = l.report(LO, 3);
+        let got: Vec<(&str, u64, u64)> = r
+            .holders
+            .iter()
+            .map(|h| (h.kind, h.obj, h.socket.as_ref().unwrap().sk))
+            .collect();
+        // The untracked dst (created before attach) sorts oldest.
+        assert_eq!(got, [("socket", 0x81, 0x800), ("dst", 0x80, 0x900)]);
+        assert_eq!(l.sockets(), 2);
+    }
+
+    #[test]
+    fn moved_dst_does_not_come_back_as_a_socket() {
+        let mut l = Ledger::new(1);
+        l.on_hold(&dst(0x70, 5));
+        l.on_sock(&sock(0x900, 0x70, 1));
+        l.on_release(&release(0x70, 8, release_reason::MOVED_OFF_DEVICE));
+        let r = l.report(LO, 2);
+        assert!(r.holders.is_empty(), "{r:?}");
+        assert_eq!(r.unattributed, 1);
+    }
+
+    #[test]
+    fn late_release_of_an_earlier_object_keeps_the_new_one() {
+        let mut l = Ledger::new(1);
+        l.on_hold(&dst(0x30, 10));
+        l.on_release(&release(0x30, 9, release_reason::DESTROYED));
+        assert_eq!(l.objects(), 1);
+        l.on_release(&release(0x30, 11, release_reason::DESTROYED));
+        assert_eq!(l.objects(), 0);
+    }
+
+    #[test]
+    fn freed_device_forgets_socket_caches() {
+        let mut l = Ledger::new(1);
+        l.on_sock(&sock(0x900, 0x80, 1));
+        l.on_device_freed(LO);
+        // A new device at the same address does not inherit the socket.
+        assert!(l.report(LO, 2).holders.is_empty());
+        assert_eq!(l.stale, 0);
     }
 
     #[test]

@@ -178,11 +178,16 @@ pub struct DevWaitRec {
     pub attributed: u32,
     /// Usage count − the device's own reference − attributed.
     pub unattributed: i32,
+    /// Live tracked objects beyond what the count allows (left out).
+    pub over: u32,
     /// False when lost events or full maps make the ledger unsure.
     pub complete: bool,
     /// Human output: print the holder block (first report, or changed).
     #[serde(skip)]
     pub block: bool,
+    /// The device's own reference in the count (1 since 5.13, else 0).
+    #[serde(skip)]
+    pub baseline: i32,
 }
 
 /// One holder in a `dev_wait` / `dev_released` / summary report.
@@ -263,6 +268,7 @@ pub struct StillWaiting {
     pub waiting_ns: u64,
     pub holders: Vec<HolderRec>,
     pub unattributed: i32,
+    pub over: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -443,28 +449,29 @@ fn ns_list(netns: &[u32], extra: impl Fn(usize) -> String) -> String {
     v.join(",")
 }
 
-/// Human text for one record: an event line, or several lines for the
-/// attach table and the summary. No trailing newline.
-/// The holder block under a `dev_wait` line: who holds the device.
-fn holder_block(r: &DevWaitRec) -> String {
-    const IND: &str = "         ";
-    let mut out = vec![format!(
-        "{IND}{} of netns {}: usage count {} (1 is the device's own), waiting {:.1}s",
-        escape(&r.device),
-        r.netns,
-        r.usage_count,
-        r.waiting_ns as f64 / 1e9
-    )];
-    for h in &r.holders {
+/// `1.2.3.4:80`, `[::1]:80`.
+fn host_port(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{}]:{port}", escape(addr))
+    } else {
+        format!("{}:{port}", escape(addr))
+    }
+}
+
+/// At most this many stack frames per holder in human output.
+const STACK_FRAMES: usize = 6;
+
+/// One or two lines per holder (the object, then its stack), indented.
+fn holder_lines(holders: &[HolderRec], device: &str, ind: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in holders {
         let what = match (&h.address, &h.socket) {
             (Some(a), _) => format!("{} {}", h.kind, escape(a)),
             (None, Some(s)) => format!(
-                "{} of socket {}:{} -> {}:{} {}{}",
+                "{} of socket {} -> {} {}{}",
                 h.kind,
-                escape(&s.saddr),
-                s.sport,
-                escape(&s.daddr),
-                s.dport,
+                host_port(&s.saddr, s.sport),
+                host_port(&s.daddr, s.dport),
                 escape(&s.state),
                 if s.kernel { " (kernel)" } else { "" }
             ),
@@ -474,28 +481,73 @@ fn holder_block(r: &DevWaitRec) -> String {
             format!("at t+{:.2} s", t as f64 / 1e9)
         });
         out.push(format!(
-            "{IND}  {what} on {}, created by pid {} ({}) {when}",
-            escape(&r.device),
+            "{ind}{what} on {}, created by pid {} ({}) {when}",
+            escape(device),
             h.pid,
             escape(&h.comm)
         ));
         if !h.stack.is_empty() {
-            let frames: Vec<String> = h.stack.iter().take(6).map(|f| escape(f)).collect();
-            out.push(format!("{IND}    stack: {}", frames.join(" <- ")));
+            let mut frames: Vec<String> = h
+                .stack
+                .iter()
+                .take(STACK_FRAMES)
+                .map(|f| escape(f))
+                .collect();
+            if h.stack.len() > STACK_FRAMES {
+                frames.push("...".into());
+            }
+            out.push(format!("{ind}  stack: {}", frames.join(" <- ")));
         }
     }
-    out.push(format!(
-        "{IND}  unattributed: {}{}",
-        r.unattributed,
-        if r.complete {
+    out
+}
+
+/// The closing lines of a report: unattributed, over, completeness.
+fn report_tail(unattributed: i32, over: u32, complete: bool, ind: &str) -> Vec<String> {
+    let mut out = vec![format!(
+        "{ind}unattributed: {unattributed}{}",
+        if complete {
             ""
         } else {
             " (events were lost: ledger incomplete)"
         }
-    ));
+    )];
+    if over > 0 {
+        out.push(format!(
+            "{ind}over: {over} more tracked objects than references (oldest left out; releases were missed)"
+        ));
+    }
+    out
+}
+
+/// The holder block under a `dev_wait` line: who holds the device.
+fn holder_block(r: &DevWaitRec) -> String {
+    const IND: &str = "         ";
+    let own = match r.baseline {
+        0 => String::new(),
+        1 => " (1 is the device's own)".into(),
+        b => format!(" ({b} are the device's own)"),
+    };
+    let waiting = if r.wait_since == "run_todo" {
+        "waiting"
+    } else {
+        "waiting at least"
+    };
+    let mut out = vec![format!(
+        "{IND}{} of netns {}: usage count {}{own}, {waiting} {:.1}s",
+        escape(&r.device),
+        r.netns,
+        r.usage_count,
+        r.waiting_ns as f64 / 1e9
+    )];
+    let inner = format!("{IND}  ");
+    out.extend(holder_lines(&r.holders, &r.device, &inner));
+    out.extend(report_tail(r.unattributed, r.over, r.complete, &inner));
     out.join("\n")
 }
 
+/// Human text for one record: an event line, or several lines for the
+/// attach table and the summary. No trailing newline.
 pub fn human(rec: &Record) -> String {
     match rec {
         Record::NetnsCreate(r) => {
@@ -610,12 +662,10 @@ pub fn human(rec: &Record) -> String {
         }
         Record::Socket(r) => {
             let d = format!(
-                "{} {}:{} -> {}:{} {}->{}{} dst={}",
+                "{} {} -> {} {}->{}{} dst={}",
                 escape(&r.protocol),
-                escape(&r.saddr),
-                r.sport,
-                escape(&r.daddr),
-                r.dport,
+                host_port(&r.saddr, r.sport),
+                host_port(&r.daddr, r.dport),
                 escape(&r.oldstate),
                 escape(&r.newstate),
                 if r.kernel { " kernel" } else { "" },
@@ -701,6 +751,9 @@ fn human_summary(r: &SummaryRec) -> String {
             d.refcnt,
             d.waiting_ns as f64 / 1e9
         ));
+        const IND: &str = "                        ";
+        out.extend(holder_lines(&d.holders, &d.device, IND));
+        out.extend(report_tail(d.unattributed, d.over, true, IND));
     }
     out.push(if r.lost.is_zero() {
         "lost events:          none".into()
@@ -788,8 +841,10 @@ mod tests {
             holders: vec![],
             attributed: 0,
             unattributed: 1,
+            over: 0,
             complete: true,
             block: false,
+            baseline: 1,
         })
     }
 
@@ -819,7 +874,7 @@ mod tests {
     fn json_dev_wait_and_others() {
         assert_eq!(
             json_line(&dev_wait()),
-            r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1","holders":[],"attributed":0,"unattributed":1,"complete":true}"#
+            r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1","holders":[],"attributed":0,"unattributed":1,"over":0,"complete":true}"#
         );
         let d = Record::NetnsDestroy(NetnsDestroyRec {
             time_ns: 1,
@@ -968,6 +1023,105 @@ mod tests {
         );
     }
 
+    fn neighbour() -> HolderRec {
+        HolderRec {
+            kind: "neighbour",
+            obj: 0xff3c066a81aba600,
+            address: Some("127.0.0.66".into()),
+            family: Some("ipv4"),
+            created_ns: Some(4_820_000_000),
+            pid: 180,
+            comm: "insmod".into(),
+            stack: vec![
+                "__neigh_create+0x1f".into(),
+                "netns_leak_init+0x99 [netns_leak]".into(),
+                "do_one_initcall+0x4a".into(),
+            ],
+            found_by: "trace",
+            socket: None,
+        }
+    }
+
+    #[test]
+    fn holder_block() {
+        let Record::DevWait(mut d) = dev_wait() else {
+            unreachable!()
+        };
+        d.time_ns = 4_884_000_000;
+        d.netns = 4026532115;
+        d.pid = 12;
+        d.comm = "kworker/u8:0".into();
+        d.waiting_ns = 0;
+        d.holders = vec![neighbour()];
+        d.attributed = 1;
+        d.unattributed = 0;
+        d.block = true;
+        assert_eq!(
+            human(&Record::DevWait(d.clone())),
+            "   4.884 dev_wait      4026532115      12 kworker/u8:0     lo ifindex=1 usage_count=2 waiting=0.0s\n\
+             \x20        lo of netns 4026532115: usage count 2 (1 is the device's own), waiting 0.0s\n\
+             \x20          neighbour 127.0.0.66 on lo, created by pid 180 (insmod) at t+4.82 s\n\
+             \x20            stack: __neigh_create+0x1f <- netns_leak_init+0x99 [netns_leak] <- do_one_initcall+0x4a\n\
+             \x20          unattributed: 0"
+        );
+        let j = json_line(&Record::DevWait(d.clone()));
+        assert!(
+            j.ends_with(r#""holders":[{"kind":"neighbour","obj":"0xff3c066a81aba600","address":"127.0.0.66","family":"ipv4","created":4.82,"pid":180,"comm":"insmod","stack":["__neigh_create+0x1f","netns_leak_init+0x99 [netns_leak]","do_one_initcall+0x4a"],"found_by":"trace","socket":null}],"attributed":1,"unattributed":0,"over":0,"complete":true}"#),
+            "{j}"
+        );
+        // A socket's dst (IPv6), a long stack, a pre-5.13 count, a lower
+        // bound on the wait, lost events and objects over the count.
+        let mut dst = neighbour();
+        dst.kind = "dst";
+        dst.address = None;
+        dst.created_ns = None;
+        dst.comm = "ev\x1b[2Jil".into();
+        dst.stack = (0..8).map(|i| format!("f{i}")).collect();
+        dst.socket = Some(SocketBrief {
+            sk: 0xffff888005550000,
+            saddr: "::1".into(),
+            sport: 44321,
+            daddr: "::1".into(),
+            dport: 80,
+            state: "ESTABLISHED".into(),
+            kernel: true,
+        });
+        d.holders = vec![dst];
+        d.baseline = 0;
+        d.wait_since = "first_seen";
+        d.complete = false;
+        d.over = 2;
+        let h = human(&Record::DevWait(d));
+        let lines: Vec<&str> = h.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "         lo of netns 4026532115: usage count 2, waiting at least 0.0s",
+                "           dst of socket [::1]:44321 -> [::1]:80 ESTABLISHED (kernel) on lo, created by pid 180 (ev\\x1b[2Jil) before attach",
+                "             stack: f0 <- f1 <- f2 <- f3 <- f4 <- f5 <- ...",
+                "           unattributed: 0 (events were lost: ledger incomplete)",
+                "           over: 2 more tracked objects than references (oldest left out; releases were missed)",
+            ]
+        );
+    }
+
+    #[test]
+    fn summary_lists_holders() {
+        let mut sum = summary();
+        sum.devices_still_waiting[0].holders = vec![neighbour()];
+        sum.devices_still_waiting[0].unattributed = 0;
+        let h = human(&Record::Summary(sum));
+        assert!(
+            h.contains(
+                "still waiting:        lo in netns 4026532282 usage_count=2 waiting=30.0s\n                        \
+                 neighbour 127.0.0.66 on lo, created by pid 180 (insmod) at t+4.82 s\n                          \
+                 stack: __neigh_create+0x1f <- netns_leak_init+0x99 [netns_leak] <- do_one_initcall+0x4a\n                        \
+                 unattributed: 0\n"
+            ),
+            "{h}"
+        );
+    }
+
     #[test]
     fn json_renderer_has_no_header() {
         let mut r = Renderer::new(true);
@@ -991,6 +1145,7 @@ mod tests {
                 waiting_ns: 30_000_000_000,
                 holders: vec![],
                 unattributed: 1,
+                over: 0,
             }],
             lost: LostCounts {
                 ringbuf_drops: 4,
@@ -1004,7 +1159,7 @@ mod tests {
         let s = Record::Summary(summary());
         assert_eq!(
             json_line(&s),
-            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
         );
         let mut r = Renderer::new(false);
         assert_eq!(
@@ -1016,6 +1171,7 @@ mod tests {
              slowest teardown:     3.4s (netns 4026532281)\n\
              pending cleanup:      4026532282\n\
              still waiting:        lo in netns 4026532282 usage_count=2 waiting=30.0s\n\
+             \x20                       unattributed: 1\n\
              lost events:          ringbuf_drops=4 read_errors=0 map_full=0 missed_entry=0 decode_errors=0\n"
         );
         let empty = SummaryRec {
@@ -1078,6 +1234,8 @@ mod tests {
             "rtnl_unlock",
             "run_todo",
             "dev_wait",
+            "dev_released",
+            "socket",
             "lost",
             "attach",
             "summary",

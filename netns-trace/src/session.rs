@@ -125,7 +125,8 @@ impl Session {
     }
 
     /// Who holds `dev` at usage count `refcnt`, as output records.
-    fn holders(&mut self, dev: u64, refcnt: i32) -> (Vec<HolderRec>, u32, i32, bool) {
+    /// Returns (holders, attributed, unattributed, over, complete).
+    fn holders(&mut self, dev: u64, refcnt: i32) -> (Vec<HolderRec>, u32, i32, u32, bool) {
         let report = self.ledger.report(dev, refcnt);
         let start = self.cfg.start_ktime_ns;
         let mut out = Vec::with_capacity(report.holders.len());
@@ -147,7 +148,13 @@ impl Session {
                 socket: h.socket.map(|s| self.socket_brief(&s)),
             });
         }
-        (out, report.attributed, report.unattributed, report.complete)
+        (
+            out,
+            report.attributed,
+            report.unattributed,
+            report.over,
+            report.complete,
+        )
     }
 
     fn state_name(&self, state: u8) -> String {
@@ -167,6 +174,21 @@ impl Session {
             dport: s.dport,
             state: self.state_name(s.state),
             kernel: s.kernel,
+        }
+    }
+
+    /// Devices that stopped waiting because their waiter finished: they
+    /// are freed, so the ledger drops what it still lists on them.
+    fn forget_devices(&mut self, freed: impl Fn(&Device) -> bool) {
+        let gone: Vec<u64> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| freed(d))
+            .map(|(&dev, _)| dev)
+            .collect();
+        for dev in gone {
+            self.devices.remove(&dev);
+            self.ledger.on_device_freed(dev);
         }
     }
 
@@ -300,7 +322,7 @@ impl Session {
                     teardown.push(t);
                 }
                 // The batch's devices were freed: cleanup_net returned.
-                self.devices.retain(|_, d| !netns.contains(&d.netns));
+                self.forget_devices(|d| netns.contains(&d.netns));
                 self.cleanup_batches += 1;
                 let show = self.scope.is_none() || !netns.is_empty();
                 show.then(|| {
@@ -328,7 +350,7 @@ impl Session {
                 comm: comm(&e.hdr),
             })),
             Event::RunTodo(e) => {
-                self.devices.retain(|_, d| d.pid != e.hdr.pid);
+                self.forget_devices(|d| d.pid == e.hdr.pid);
                 Some(Record::RunTodo(RunTodoRec {
                     time_ns: self.rel(e.hdr.ts_ns),
                     duration_ns: e.duration_ns,
@@ -350,15 +372,18 @@ impl Session {
                 // On release the count is back at the baseline: whatever
                 // the ledger still lists cannot be holding (reported as
                 // none; the ledger then drops it as stale).
-                let (holders, attributed, unattributed, complete) = self.holders(e.dev, e.refcnt);
+                let (holders, attributed, unattributed, over, complete) =
+                    self.holders(e.dev, e.refcnt);
                 let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
                 let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
                 let rec = DevWaitRec {
                     holders,
                     attributed,
                     unattributed,
+                    over,
                     complete,
                     block,
+                    baseline: self.cfg.baseline,
                     time_ns: self.rel(e.hdr.ts_ns),
                     netns: e.inum,
                     device: name.clone(),
@@ -462,7 +487,7 @@ impl Session {
         let mut waiting: Vec<StillWaiting> = devices
             .into_iter()
             .map(|(dev, netns, device, refcnt, since)| {
-                let (holders, _, unattributed, _) = self.holders(dev, refcnt);
+                let (holders, _, unattributed, over, _) = self.holders(dev, refcnt);
                 StillWaiting {
                     netns,
                     device,
@@ -470,6 +495,7 @@ impl Session {
                     waiting_ns: now_ns.saturating_sub(since),
                     holders,
                     unattributed,
+                    over,
                 }
             })
             .collect();
@@ -659,6 +685,7 @@ mod tests {
                 waiting_ns: 10 * S,
                 holders: vec![],
                 unattributed: 0,
+                over: 0,
             }]
         );
         assert_eq!(sum.netns_pending, [11]);
