@@ -11,10 +11,10 @@ use netns_trace_common::{create_source, kind, mode, stat, NetnsCreate};
 
 use crate::{
     kread::{
-        add_netns_to_scope, count, current_net, emit, enter, filtering, header, leave, net_inum,
-        off, read, setting, task_in_scope, task_net, Counted, CLONE_NEWNET,
+        count, current_net, emit, enter, filtering, header, leave, off, read, setting,
+        task_in_scope, task_net, Counted, CLONE_NEWNET,
     },
-    lifecycle::{cleanup_end, cleanup_start},
+    lifecycle::{cleanup_end, cleanup_start, create_event, set_created_net},
     maps::{MODE, SCOPE_TGIDS, UNSHARE_CALLS},
 };
 
@@ -31,19 +31,11 @@ fn unshare_exit(ret: i64) -> Result<(), Counted> {
     let Some(call) = leave(&UNSHARE_CALLS) else {
         return Ok(());
     };
-    let mut event = NetnsCreate {
-        hdr: header(kind::NETNS_CREATE),
-        flags: call.arg,
-        source: create_source::UNSHARE,
-        ..Default::default()
-    };
-    event.duration_ns = event.hdr.ts_ns.saturating_sub(call.ts_ns);
+    let mut event = create_event(&call, create_source::UNSHARE);
     if ret < 0 {
         event.err = ret as i32;
     } else {
-        event.net = current_net()?;
-        event.inum = net_inum(event.net)?;
-        add_netns_to_scope(event.inum);
+        set_created_net(&mut event, current_net()?)?;
     }
     emit(&event);
     Ok(())
@@ -73,16 +65,14 @@ fn on_fork(parent: u64, child: u64) -> Result<(), Counted> {
     if child_net == task_net(parent)? {
         return Ok(());
     }
-    let inum = net_inum(child_net)?;
-    add_netns_to_scope(inum);
-    emit(&NetnsCreate {
+    let mut event = NetnsCreate {
         hdr: header(kind::NETNS_CREATE),
         flags: CLONE_NEWNET,
-        net: child_net,
-        inum,
         source: create_source::FORK,
         ..Default::default()
-    });
+    };
+    set_created_net(&mut event, child_net)?;
+    emit(&event);
     Ok(())
 }
 

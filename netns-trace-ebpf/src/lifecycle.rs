@@ -15,8 +15,28 @@ use crate::{
         add_netns_to_scope, emit, enter, err_ptr, header, leave, net_inum, netns_in_scope, now,
         task_in_scope, Counted, CLONE_NEWNET,
     },
-    maps::{CLEANUP_NET_CALLS, COPY_NET_NS_CALLS},
+    maps::{CallEntry, CLEANUP_NET_CALLS, COPY_NET_NS_CALLS},
 };
+
+/// A NETNS_CREATE for the call recorded at entry (flags, duration).
+pub fn create_event(call: &CallEntry, source: u32) -> NetnsCreate {
+    let hdr = header(kind::NETNS_CREATE);
+    NetnsCreate {
+        flags: call.arg,
+        duration_ns: hdr.ts_ns.saturating_sub(call.ts_ns),
+        source,
+        hdr,
+        ..Default::default()
+    }
+}
+
+/// Names the new namespace in `event` and adds it to the scope.
+pub fn set_created_net(event: &mut NetnsCreate, net: u64) -> Result<(), Counted> {
+    event.net = net;
+    event.inum = net_inum(net)?;
+    add_netns_to_scope(event.inum);
+    Ok(())
+}
 
 // --- copy_net_ns(unsigned long flags, struct user_namespace *, struct net *old)
 
@@ -32,20 +52,10 @@ fn copy_net_ns_exit(ret: u64) -> Result<(), Counted> {
     let Some(call) = leave(&COPY_NET_NS_CALLS) else {
         return Ok(());
     };
-    let mut event = NetnsCreate {
-        hdr: header(kind::NETNS_CREATE),
-        flags: call.arg,
-        source: create_source::COPY_NET_NS,
-        ..Default::default()
-    };
-    event.duration_ns = event.hdr.ts_ns.saturating_sub(call.ts_ns);
+    let mut event = create_event(&call, create_source::COPY_NET_NS);
     match err_ptr(ret) {
         Some(errno) => event.err = errno,
-        None => {
-            event.net = ret;
-            event.inum = net_inum(ret)?;
-            add_netns_to_scope(event.inum);
-        }
+        None => set_created_net(&mut event, ret)?,
     }
     emit(&event);
     Ok(())

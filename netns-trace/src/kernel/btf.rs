@@ -113,17 +113,14 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, btf_rs
 
 /// Byte offset of `strukt.path[0].path[1]...` (through embedded structs).
 pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
-    let bits = bit_offset(btf, strukt, path)?;
-    let last = path.last().copied().unwrap_or_default();
-    let s = struct_by_name(btf, strukt)?;
+    let (bits, last) = locate(btf, strukt, path)?;
     // A bitfield member cannot be read as a whole number of bytes.
-    if path.len() == 1 {
-        if let Some((_, m)) = find_member(btf, &s, last) {
-            let size = m.bitfield_size().unwrap_or(0);
-            if !size.is_multiple_of(8) {
-                bail!("{last} is a bitfield of {size} bits");
-            }
-        }
+    let size = last.bitfield_size().unwrap_or(0);
+    if !size.is_multiple_of(8) {
+        bail!(
+            "{} is a bitfield of {size} bits",
+            path.last().copied().unwrap_or_default()
+        );
     }
     if !bits.is_multiple_of(8) {
         bail!("not byte aligned");
@@ -133,8 +130,14 @@ pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
 
 /// Bit offset of `strukt.path[0].path[1]...` (bitfields allowed).
 pub fn bit_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
+    locate(btf, strukt, path).map(|(bits, _)| bits)
+}
+
+/// Walks the path: its bit offset and the last member.
+fn locate(btf: &Btf, strukt: &str, path: &[&str]) -> Result<(u32, btf_rs::Member)> {
     let mut current = struct_by_name(btf, strukt)?;
     let mut bits = 0u32;
+    let mut last = None;
     for (i, name) in path.iter().enumerate() {
         let (member_bits, member) =
             find_member(btf, &current, name).ok_or_else(|| anyhow!("no member {name}"))?;
@@ -145,8 +148,9 @@ pub fn bit_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
                 other => bail!("{name} is a {}, not a struct", other.name()),
             }
         }
+        last = Some(member);
     }
-    Ok(bits)
+    Ok((bits, last.ok_or_else(|| anyhow!("empty field path"))?))
 }
 
 /// Value of enumerator `value_name` of the enum type of `strukt.member`.
