@@ -30,7 +30,24 @@ pub mod kind {
     pub const OBJ_RELEASE: u32 = 8;
     /// A TCP/IP socket changed state (`SockState`).
     pub const SOCK_STATE: u32 = 9;
+    /// A device's per-CPU refcount counters to watch (`WatchTarget`).
+    pub const WATCH_TARGET: u32 = 10;
+    /// A hardware watchpoint saw a counter written (`WatchHit`).
+    pub const WATCH_HIT: u32 = 11;
+    /// A watched device's refcount reached "free": disarm (`WatchDone`).
+    pub const WATCH_DONE: u32 = 13;
 }
+
+/// `WatchTarget::why`: what made the kernel side ask for a watch.
+pub mod watch_why {
+    /// A loopback device registered in a new namespace.
+    pub const CREATED: u32 = 1;
+    /// A device was found in the unregister wait loop.
+    pub const WAITING: u32 = 2;
+}
+
+/// Most CPUs whose counters one `WatchTarget` carries.
+pub const WATCH_MAX_CPUS: usize = 64;
 
 /// `ObjHold::obj_kind` / `ObjRelease::obj_kind`.
 pub mod obj_kind {
@@ -254,6 +271,48 @@ pub struct SockState {
     pub dst_dev_name: [u8; NAME_LEN],
 }
 
+/// The addresses of a device's per-CPU reference counters (one `int` per
+/// possible CPU): a request to the loader to arm watchpoints on them, for
+/// `--exact`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchTarget {
+    pub hdr: Header,
+    pub dev: u64,
+    pub inum: u32,
+    /// Number of valid entries in `addrs`.
+    pub ncpu: u32,
+    pub name: [u8; NAME_LEN],
+    /// `watch_why` (targets only).
+    pub why: u32,
+    pub _pad: u32,
+    pub addrs: [u64; WATCH_MAX_CPUS],
+}
+
+/// A write to a watched counter: one `dev_hold` (+1) or `dev_put` (-1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchHit {
+    pub hdr: Header,
+    /// The counter's address (identifies device and CPU).
+    pub addr: u64,
+    /// Its value after the write.
+    pub value: i32,
+    /// `value` minus the previous value (0 when the previous is unknown).
+    pub delta: i32,
+    /// Kernel stack of the writer in `STACKS`; negative when not taken.
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
+/// A watched device is free (its refcount read as the free value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchDone {
+    pub hdr: Header,
+    pub dev: u64,
+}
+
 /// Struct field offsets and enum values of the running kernel, resolved
 /// from its BTF by the loader and handed to the programs as a global.
 /// `u32::MAX` marks a field that the running kernel does not have.
@@ -314,6 +373,10 @@ pub struct Offsets {
     pub tp_sk_daddr: u32,
     pub tp_sk_saddr_v6: u32,
     pub tp_sk_daddr_v6: u32,
+    /// `offsetof(struct net_device, pcpu_refcnt)` (MISSING without
+    /// CONFIG_PCPU_DEV_REFCNT) and `offsetof(struct net, loopback_dev)`.
+    pub dev_pcpu_refcnt: u32,
+    pub net_loopback_dev: u32,
 }
 
 impl Offsets {
@@ -355,6 +418,8 @@ impl Offsets {
             tp_sk_daddr: Self::MISSING,
             tp_sk_saddr_v6: Self::MISSING,
             tp_sk_daddr_v6: Self::MISSING,
+            dev_pcpu_refcnt: Self::MISSING,
+            net_loopback_dev: Self::MISSING,
         }
     }
 }
@@ -380,6 +445,13 @@ pub struct Config {
     /// Address of `cleanup_net` (from kallsyms), to recognise its work
     /// item in the workqueue tracepoints (degraded mode).
     pub cleanup_net_addr: u64,
+    /// 1: `--exact`: report the refcount counters of new loopback devices
+    /// and of devices found waiting, for hardware watchpoints.
+    pub exact: u32,
+    /// Possible CPUs (at most `WATCH_MAX_CPUS` are watched).
+    pub nr_cpus: u32,
+    /// Address of `__per_cpu_offset` (kallsyms), to locate per-CPU data.
+    pub per_cpu_offset_addr: u64,
 }
 
 impl Config {
@@ -392,6 +464,9 @@ impl Config {
             free_refcnt: 1,
             init_netns_inum: 0,
             cleanup_net_addr: 0,
+            exact: 0,
+            nr_cpus: 1,
+            per_cpu_offset_addr: 0,
         }
     }
 }
@@ -416,6 +491,9 @@ pub const fn event_size(kind: u32) -> Option<usize> {
         kind::OBJ_HOLD => Some(size_of::<ObjHold>()),
         kind::OBJ_RELEASE => Some(size_of::<ObjRelease>()),
         kind::SOCK_STATE => Some(size_of::<SockState>()),
+        kind::WATCH_TARGET => Some(size_of::<WatchTarget>()),
+        kind::WATCH_HIT => Some(size_of::<WatchHit>()),
+        kind::WATCH_DONE => Some(size_of::<WatchDone>()),
         _ => None,
     }
 }

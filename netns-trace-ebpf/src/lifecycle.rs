@@ -13,7 +13,7 @@ use netns_trace_common::{create_source, kind, phase, CleanupNet, NetnsCreate, Ne
 use crate::{
     kread::{
         add_netns_to_scope, emit, enter, err_ptr, header, leave, net_inum, netns_in_scope, now,
-        task_in_scope, Counted, CLONE_NEWNET,
+        off, task_in_scope, Counted, CLONE_NEWNET,
     },
     maps::{CallEntry, CLEANUP_NET_CALLS, COPY_NET_NS_CALLS},
 };
@@ -58,6 +58,13 @@ fn copy_net_ns_exit(ret: u64) -> Result<(), Counted> {
         None => set_created_net(&mut event, ret)?,
     }
     emit(&event);
+    if event.net != 0 {
+        // The new namespace's lo is registered by now: watch it from the
+        // start so every later hold is seen (--exact).
+        if let Ok(lo) = crate::kread::read::<u64>(event.net, off!(net_loopback_dev)) {
+            let _ = crate::watch::arm(lo, netns_trace_common::watch_why::CREATED);
+        }
+    }
     Ok(())
 }
 

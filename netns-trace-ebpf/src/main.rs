@@ -12,6 +12,7 @@ mod maps;
 mod rtnl;
 mod sockets;
 mod unregister;
+mod watch;
 
 #[cfg(not(test))]
 #[panic_handler]

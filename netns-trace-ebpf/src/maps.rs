@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use netns_trace_common::{mode, stat};
+use netns_trace_common::{mode, stat, WATCH_MAX_CPUS};
 
 /// The one ring buffer every event goes through (1 MiB).
 #[map]
@@ -71,3 +71,17 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 /// namespace): only their releases are worth an event.
 #[map]
 pub static TRACKED_OBJS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Last value of each watched per-CPU counter, to turn a write into +1/-1.
+#[map]
+pub static WATCH_PREV: LruHashMap<u64, i32> = LruHashMap::with_max_entries(4096, 0);
+
+/// The counters `watch_seed` read (one slot: the loader runs it and reads
+/// this back synchronously, one device at a time).
+#[map]
+pub static WATCH_SEED: Array<[i32; WATCH_MAX_CPUS]> = Array::with_max_entries(1, 0);
+
+/// Devices whose counters the loader watches (set by the loader), so that
+/// their release can be reported (`WATCH_DONE`) and the watchpoints closed.
+#[map]
+pub static WATCHED_DEVS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);

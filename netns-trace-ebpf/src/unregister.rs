@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::{fexit, kprobe, kretprobe},
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use netns_trace_common::{dev_wait_flags, kind, stat, DevWait, NAME_LEN};
+use netns_trace_common::{dev_wait_flags, kind, stat, watch_why, DevWait, NAME_LEN};
 
 use crate::{
     kread::{
@@ -20,18 +20,21 @@ fn on_refcnt_read(dev: u64, refcnt: i32) -> Result<(), Counted> {
     let run_todo = unsafe { RUN_TODO_CALLS.get(pid_tgid()) }.map(|call| call.ts_ns);
     if refcnt <= setting!(free_refcnt) {
         // Nobody else holds it: not (or no longer) waiting. A device we saw
-        // waiting gets one last event with the whole wait.
-        let Some(state) = (unsafe { WAITING_DEVS.get(dev) }).copied() else {
-            return Ok(());
-        };
-        let _ = WAITING_DEVS.remove(dev);
-        return emit_dev(
-            dev,
-            refcnt,
-            state.first_seen_ns,
-            run_todo,
-            dev_wait_flags::RELEASED,
-        );
+        // waiting gets one last event with the whole wait, then (--exact)
+        // the loader is told to close its watchpoints.
+        let mut result = Ok(());
+        if let Some(state) = (unsafe { WAITING_DEVS.get(dev) }).copied() {
+            let _ = WAITING_DEVS.remove(dev);
+            result = emit_dev(
+                dev,
+                refcnt,
+                state.first_seen_ns,
+                run_todo,
+                dev_wait_flags::RELEASED,
+            );
+        }
+        crate::watch::done(dev);
+        return result;
     }
     // Called from the wait loop: the task is inside netdev_run_todo, or
     // (when we attached mid-wait) the device is already unregistered.
@@ -58,6 +61,8 @@ fn on_refcnt_read(dev: u64, refcnt: i32) -> Result<(), Counted> {
             if WAITING_DEVS.insert(dev, state, 0).is_err() {
                 count(stat::MAP_FULL);
             }
+            // Found waiting: watch its counters so the release is caught.
+            let _ = crate::watch::arm(dev, watch_why::WAITING);
             now
         }
     };

@@ -76,6 +76,12 @@ pub struct TraceArgs {
     /// Plan and verify the attach (load programs), then exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// Exact attribution: hardware watchpoints on the reference counters of
+    /// new loopback devices and of devices found waiting (every hold and
+    /// release, with its kernel stack; at most 2 devices: debug registers
+    /// are few)
+    #[arg(long)]
+    pub exact: bool,
 }
 
 /// What to do, with every argument checked and resolved.
@@ -96,6 +102,7 @@ pub struct TraceOptions {
     pub ready_file: Option<PathBuf>,
     pub proc_root: PathBuf,
     pub dry_run: bool,
+    pub exact: bool,
 }
 
 impl TraceOptions {
@@ -156,6 +163,7 @@ impl Cli {
             ready_file: t.ready_file,
             proc_root: self.proc_root,
             dry_run: t.dry_run,
+            exact: t.exact,
         }))
     }
 }
@@ -276,6 +284,7 @@ mod tests {
                 ready_file: None,
                 proc_root: "/proc".into(),
                 dry_run: false,
+                exact: false,
             }
         );
         assert!(!t.filtered());

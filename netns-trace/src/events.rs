@@ -10,10 +10,11 @@ use std::mem::size_of;
 
 use netns_trace_common::{
     create_source, event_size, kind, obj_kind, phase, release_reason, CleanupNet, DevWait, Header,
-    NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo, SockState,
+    NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo, SockState, WatchDone,
+    WatchHit, WatchTarget,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     NetnsCreate(NetnsCreate),
     NetnsDestroy(NetnsDestroy),
@@ -24,6 +25,10 @@ pub enum Event {
     ObjHold(ObjHold),
     ObjRelease(ObjRelease),
     SockState(SockState),
+    /// Boxed: 592 bytes of per-CPU addresses.
+    WatchTarget(Box<WatchTarget>),
+    WatchHit(WatchHit),
+    WatchDone(WatchDone),
 }
 
 impl Event {
@@ -38,6 +43,9 @@ impl Event {
             Event::ObjHold(e) => &e.hdr,
             Event::ObjRelease(e) => &e.hdr,
             Event::SockState(e) => &e.hdr,
+            Event::WatchTarget(e) => &e.hdr,
+            Event::WatchHit(e) => &e.hdr,
+            Event::WatchDone(e) => &e.hdr,
         }
     }
 }
@@ -140,6 +148,18 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             Event::ObjRelease(e)
         }
         kind::SOCK_STATE => Event::SockState(read(buf)?),
+        kind::WATCH_TARGET => {
+            let e: WatchTarget = read(buf)?;
+            if e.ncpu as usize > netns_trace_common::WATCH_MAX_CPUS {
+                return Err(DecodeError::BadField {
+                    field: "ncpu",
+                    value: e.ncpu.into(),
+                });
+            }
+            Event::WatchTarget(Box::new(e))
+        }
+        kind::WATCH_HIT => Event::WatchHit(read(buf)?),
+        kind::WATCH_DONE => Event::WatchDone(read(buf)?),
         // event_size() knew the kind, so this arm is a new kind added to
         // the common crate but not here yet.
         k => return Err(DecodeError::UnknownKind(k)),

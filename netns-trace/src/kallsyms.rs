@@ -127,6 +127,14 @@ impl Symbols {
         self.functions.get(name).map(|&i| self.sorted[i].addr)
     }
 
+    /// Address of any symbol (data included), e.g. `__per_cpu_offset`.
+    pub fn any_address_of(&self, name: &str) -> Option<u64> {
+        if self.hidden {
+            return None;
+        }
+        self.sorted.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+
     /// Compiler clones of `base` (`foo.isra.0`, ...), in address order.
     pub fn clones_of(&self, base: &str) -> &[String] {
         self.clones.get(base).map(Vec::as_slice).unwrap_or(&[])
@@ -147,6 +155,11 @@ impl Symbols {
         let at = self.sorted[idx].addr;
         let first = self.sorted[..=idx].partition_point(|s| s.addr < at);
         let s = self.sorted[first..=idx].iter().find(|s| s.text)?;
+        // No kernel function is this long: past the last symbol of a region
+        // (e.g. beyond a module's text), not inside that function.
+        if addr - s.addr >= MAX_FUNCTION_LEN {
+            return None;
+        }
         Some((s.name.as_str(), addr - s.addr, s.module.as_deref()))
     }
 
@@ -158,6 +171,15 @@ impl Symbols {
             None => format!("{addr:#x}"),
         }
     }
+}
+
+/// An offset past this is not inside the symbol below it.
+const MAX_FUNCTION_LEN: u64 = 1 << 20;
+
+/// perf call chains carry context markers (`PERF_CONTEXT_KERNEL` = -128,
+/// ..., `PERF_CONTEXT_MAX` = -4095) among the addresses: not frames.
+pub fn is_context_marker(ip: u64) -> bool {
+    ip >= (-4095i64) as u64
 }
 
 /// tracefs `available_filter_functions`: the functions ftrace (and so
@@ -243,6 +265,16 @@ ffffffffc0a01000 t foo_init\t[foo]
         assert_eq!(s.symbolize(0xffffffff8100101a), "copy_net_ns+0x1a");
         assert_eq!(s.symbolize(0xffffffffc0a01001), "foo_init+0x1 [foo]");
         assert_eq!(s.symbolize(0x1234), "0x1234");
+    }
+
+    #[test]
+    fn far_offsets_and_perf_markers_are_not_frames() {
+        let s = Symbols::parse("ffffffff81000000 T _stext\nffffffffc0000000 t take_hold\t[leak]\n");
+        assert_eq!(s.symbolize(0xffffffffc0000010), "take_hold+0x10 [leak]");
+        // PERF_CONTEXT_KERNEL read as an address: far past the module.
+        assert_eq!(s.lookup(0xffffffffffffff80), None);
+        assert!(is_context_marker(0xffffffffffffff80));
+        assert!(!is_context_marker(0xffffffffc0000010));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod events;
+pub mod exact;
 pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;

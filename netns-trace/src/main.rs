@@ -6,6 +6,7 @@ mod attach;
 mod probes;
 mod stacks;
 mod trace;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -119,9 +120,18 @@ mod doctor {
             ready_file: None,
             proc_root: "/proc".into(),
             dry_run: false,
+            exact: false,
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
         let mut ebpf = load_programs(&offsets, &config)?;
+        // --exact: the kernel's preconditions, then the verifier's word on
+        // the two watchpoint programs.
+        let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
+            Some(why) => Err(why),
+            None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt())
+                .map(|_| ())
+                .map_err(|e| format!("the kernel refused the watchpoint programs: {e:#}")),
+        };
         crate::attach::attach_all(
             &mut ebpf,
             Some(&prepared.aya_btf),
@@ -152,6 +162,8 @@ mod doctor {
                 "perf_breakpoint": caps.breakpoint,
                 "kallsyms_addresses": caps.kallsyms_addresses,
                 "ref_tracker": caps.ref_tracker,
+                "exact": exact.is_ok(),
+                "exact_reason": exact.as_ref().err(),
                 "self_reference_baseline": caps.free_refcnt(),
                 "teardown_lock": caps.teardown_lock_regime(),
             });
@@ -175,11 +187,18 @@ mod doctor {
             println!(
                 "ref_tracker     {}",
                 if caps.ref_tracker {
-                    "built in (debug kernel)"
+                    "built in (debug kernel); not read by netns-trace: --exact counts with watchpoints"
                 } else {
-                    "no"
+                    "no (CONFIG_NET_DEV_REFCNT_TRACKER off): --exact counts with watchpoints"
                 }
             );
+            match &exact {
+                Ok(()) => println!(
+                    "--exact         yes: hardware watchpoints on per-CPU refcounts, at most {} devices",
+                    crate::watch::BUDGET
+                ),
+                Err(why) => println!("--exact         NO: {why}"),
+            }
             println!(
                 "usage baseline  {} (a free device reads {})",
                 caps.free_refcnt(),

@@ -65,6 +65,7 @@ pub enum Record {
     /// A device that was waiting became free: `waiting_s` is the whole wait.
     DevReleased(DevWaitRec),
     Socket(SocketRec),
+    Watch(WatchRec),
     Lost(LostRec),
     Attach(AttachRec),
     Summary(SummaryRec),
@@ -182,12 +183,76 @@ pub struct DevWaitRec {
     pub over: u32,
     /// False when lost events or full maps make the ledger unsure.
     pub complete: bool,
+    /// `--exact`: what the hardware watchpoints counted (absent when the
+    /// device is not watched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactRec>,
     /// Human output: print the holder block (first report, or changed).
     #[serde(skip)]
     pub block: bool,
     /// The device's own reference in the count (1 since 5.13, else 0).
     #[serde(skip)]
     pub baseline: i32,
+}
+
+/// The watchpoint ledger of one device (see `exact.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExactRec {
+    /// References besides the device's own, counted exactly (null until
+    /// the counters were read after arming).
+    pub outstanding: Option<i64>,
+    /// References already held when the watchpoints were armed.
+    pub pre_arm: Option<i64>,
+    /// Of those, how many are still outstanding (no stack is known).
+    pub pre_arm_left: i64,
+    /// The other outstanding holds, grouped by the stack that took them.
+    pub hold_sites: Vec<SiteRec>,
+    /// Writes seen before the counters were read (sign unknown, not counted).
+    pub unknown_writes: u32,
+    /// Releases with no hold to pair with (a hold was missed).
+    pub unpaired_releases: u32,
+    /// Who let go last: the most recent release (`holds` is 1).
+    pub last_release: Option<SiteRec>,
+}
+
+/// Outstanding holds taken at one kernel stack.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteRec {
+    pub holds: u32,
+    /// When the most recent of them was taken, and by whom.
+    #[serde(rename = "last", serialize_with = "secs3")]
+    pub last_ns: u64,
+    pub comm: String,
+    pub pid: u32,
+    pub stack: Vec<String>,
+}
+
+/// `--exact`: watchpoints armed (or not) on a device's counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    pub netns: u32,
+    pub device: String,
+    #[serde(serialize_with = "hex")]
+    pub dev: u64,
+    #[serde(flatten)]
+    pub state: WatchState,
+}
+
+/// `watch.state`: the life of a device's watchpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WatchState {
+    /// Watching every CPU's counter; `pre_arm` references (besides the
+    /// device's own) were already held and have no stack.
+    Armed { cpus: u32, pre_arm: i64 },
+    /// Not watched: budget spent, kernel refused, ...
+    Unavailable { reason: String },
+    /// Closed to watch a stuck device instead.
+    Evicted { reason: String },
+    /// The device was freed; its watchpoints are closed.
+    Disarmed,
 }
 
 /// One holder in a `dev_wait` / `dev_released` / summary report.
@@ -503,9 +568,20 @@ fn holder_lines(holders: &[HolderRec], device: &str, ind: &str) -> Vec<String> {
 }
 
 /// The closing lines of a report: unattributed, over, completeness.
-fn report_tail(unattributed: i32, over: u32, complete: bool, ind: &str) -> Vec<String> {
+fn report_tail(
+    unattributed: i32,
+    over: u32,
+    complete: bool,
+    exact_named: bool,
+    ind: &str,
+) -> Vec<String> {
     let mut out = vec![format!(
-        "{ind}unattributed: {unattributed}{}",
+        "{ind}unattributed: {unattributed}{}{}",
+        if exact_named && unattributed > 0 {
+            " (no object the tracer follows; the watchpoints above name the holds)"
+        } else {
+            ""
+        },
         if complete {
             ""
         } else {
@@ -515,6 +591,65 @@ fn report_tail(unattributed: i32, over: u32, complete: bool, ind: &str) -> Vec<S
     if over > 0 {
         out.push(format!(
             "{ind}over: {over} more tracked objects than references (oldest left out; releases were missed)"
+        ));
+    }
+    out
+}
+
+/// What the watchpoints counted: outstanding references by call site.
+fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
+    let Some(outstanding) = x.outstanding else {
+        return vec![format!(
+            "{ind}exact (watchpoints): armed, counters not read yet"
+        )];
+    };
+    let mut notes = Vec::new();
+    if x.pre_arm_left != 0 {
+        notes.push(format!("{} held since before arming", x.pre_arm_left));
+    }
+    if x.unknown_writes > 0 {
+        notes.push(format!("{} writes not counted", x.unknown_writes));
+    }
+    if x.unpaired_releases > 0 {
+        notes.push(format!("{} releases unpaired", x.unpaired_releases));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    let mut out = vec![format!(
+        "{ind}exact (watchpoints): {outstanding} outstanding reference(s){notes}"
+    )];
+    for site in &x.hold_sites {
+        let frames: Vec<String> = site
+            .stack
+            .iter()
+            .take(STACK_FRAMES)
+            .map(|f| escape(f))
+            .collect();
+        out.push(format!(
+            "{ind}  {} hold(s) taken by pid {} ({}) at t+{:.2} s: {}",
+            site.holds,
+            site.pid,
+            escape(&site.comm),
+            site.last_ns as f64 / 1e9,
+            frames.join(" <- ")
+        ));
+    }
+    if let (Some(rel), 0) = (&x.last_release, outstanding) {
+        let frames: Vec<String> = rel
+            .stack
+            .iter()
+            .take(STACK_FRAMES)
+            .map(|f| escape(f))
+            .collect();
+        out.push(format!(
+            "{ind}  last release by pid {} ({}) at t+{:.2} s: {}",
+            rel.pid,
+            escape(&rel.comm),
+            rel.last_ns as f64 / 1e9,
+            frames.join(" <- ")
         ));
     }
     out
@@ -542,7 +677,17 @@ fn holder_block(r: &DevWaitRec) -> String {
     )];
     let inner = format!("{IND}  ");
     out.extend(holder_lines(&r.holders, &r.device, &inner));
-    out.extend(report_tail(r.unattributed, r.over, r.complete, &inner));
+    if let Some(x) = &r.exact {
+        out.extend(exact_lines(x, &inner));
+    }
+    let exact_named = r.exact.as_ref().is_some_and(|x| !x.hold_sites.is_empty());
+    out.extend(report_tail(
+        r.unattributed,
+        r.over,
+        r.complete,
+        exact_named,
+        &inner,
+    ));
     out.join("\n")
 }
 
@@ -660,6 +805,22 @@ pub fn human(rec: &Record) -> String {
                 first
             }
         }
+        Record::Watch(r) => {
+            let dev = escape(&r.device);
+            let d = match &r.state {
+                WatchState::Armed { cpus, pre_arm } => format!(
+                    "{dev} watchpoints armed on {cpus} CPUs ({pre_arm} reference(s) already held)"
+                ),
+                WatchState::Unavailable { reason } => {
+                    format!("{dev} NOT watched: {}", escape(reason))
+                }
+                WatchState::Evicted { reason } => {
+                    format!("{dev} watchpoints closed: {}", escape(reason))
+                }
+                WatchState::Disarmed => format!("{dev} freed: watchpoints closed"),
+            };
+            line(r.time_ns, "watch", &r.netns.to_string(), "-", "-", &d)
+        }
         Record::Socket(r) => {
             let d = format!(
                 "{} {} -> {} {}->{}{} dst={}",
@@ -689,14 +850,24 @@ pub fn human(rec: &Record) -> String {
                 r.waiting_ns as f64 / 1e9,
                 r.usage_count
             );
-            line(
+            let first = line(
                 r.time_ns,
                 "dev_released",
                 &r.netns.to_string(),
                 &r.pid.to_string(),
                 &r.comm,
                 &d,
-            )
+            );
+            // --exact: who let go of the last reference, with its stack.
+            match &r.exact {
+                Some(x) if x.last_release.is_some() => {
+                    let inner = "           ";
+                    let mut out = vec![first];
+                    out.extend(exact_lines(x, inner));
+                    out.join("\n")
+                }
+                _ => first,
+            }
         }
         Record::Lost(r) => line(
             r.time_ns,
@@ -753,7 +924,7 @@ fn human_summary(r: &SummaryRec) -> String {
         ));
         const IND: &str = "                        ";
         out.extend(holder_lines(&d.holders, &d.device, IND));
-        out.extend(report_tail(d.unattributed, d.over, true, IND));
+        out.extend(report_tail(d.unattributed, d.over, true, false, IND));
     }
     out.push(if r.lost.is_zero() {
         "lost events:          none".into()
@@ -843,9 +1014,63 @@ mod tests {
             unattributed: 1,
             over: 0,
             complete: true,
+            exact: None,
             block: false,
             baseline: 1,
         })
+    }
+
+    #[test]
+    fn exact_blocks_in_human_output() {
+        let site = |comm: &str, t: u64, f: &str| SiteRec {
+            holds: 1,
+            last_ns: t,
+            comm: comm.into(),
+            pid: 7,
+            stack: vec![f.into(), "netns_leak_init+0x49 [netns_leak]".into()],
+        };
+        let Record::DevWait(mut r) = dev_wait() else {
+            unreachable!()
+        };
+        r.block = true;
+        r.exact = Some(ExactRec {
+            outstanding: Some(1),
+            pre_arm: Some(11),
+            pre_arm_left: 0,
+            hold_sites: vec![site("ins\x1bmod", 5_570_000_000, "dev_get_by_name+0x7f")],
+            unknown_writes: 0,
+            unpaired_releases: 0,
+            last_release: None,
+        });
+        let h = human(&Record::DevWait(r.clone()));
+        assert!(
+            h.contains("exact (watchpoints): 1 outstanding reference(s)\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("1 hold(s) taken by pid 7 (ins\\x1bmod) at t+5.57 s: dev_get_by_name+0x7f <- netns_leak_init+0x49 [netns_leak]"),
+            "{h}"
+        );
+        assert!(
+            h.contains("unattributed: 1 (no object the tracer follows"),
+            "{h}"
+        );
+        // Released: who let go last.
+        r.exact = Some(ExactRec {
+            outstanding: Some(0),
+            hold_sites: vec![],
+            last_release: Some(site(
+                "kworker/1:1",
+                8_990_000_000,
+                "leak_release+0x28 [netns_leak]",
+            )),
+            ..r.exact.clone().unwrap()
+        });
+        let h = human(&Record::DevReleased(r));
+        assert!(
+            h.contains("last release by pid 7 (kworker/1:1) at t+8.99 s: leak_release+0x28"),
+            "{h}"
+        );
     }
 
     #[test]
@@ -1236,6 +1461,7 @@ mod tests {
             "dev_wait",
             "dev_released",
             "socket",
+            "watch",
             "lost",
             "attach",
             "summary",

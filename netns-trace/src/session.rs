@@ -11,12 +11,15 @@ use std::collections::{HashMap, HashSet};
 use netns_trace_common::{create_source, dev_wait_flags, phase, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
+use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
 use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    CleanupNetRec, DevWaitRec, HolderRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec,
-    Record, RtnlUnlockRec, RunTodoRec, SocketBrief, SocketRec, StillWaiting, SummaryRec,
+    CleanupNetRec, DevWaitRec, ExactRec, HolderRec, LostCounts, LostRec, NetnsCreateRec,
+    NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, SiteRec, SocketBrief, SocketRec,
+    StillWaiting, SummaryRec, WatchRec, WatchState,
 };
+use netns_trace_common::WatchTarget;
 
 const CLONE_NEWNET: u64 = 0x4000_0000;
 
@@ -39,7 +42,16 @@ pub struct SessionConfig {
 }
 
 /// Turns a kernel stack id into symbolised frames (the loader's map).
-pub struct StackResolver(pub Box<dyn FnMut(i32) -> Vec<String>>);
+/// Kernel stacks by id (the loader's `STACKS` map and kallsyms).
+pub trait Stacks {
+    /// `function+0xoff [module]` frames, leaf first.
+    fn frames(&mut self, id: i32) -> Vec<String>;
+    /// Start addresses of the stack's functions, leaf first (empty when
+    /// unknown): what `--exact` pairs releases with holds by.
+    fn call_path(&mut self, id: i32) -> CallPath;
+}
+
+pub struct StackResolver(pub Box<dyn Stacks>);
 
 impl std::fmt::Debug for StackResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,6 +101,7 @@ pub struct Session {
     decode_errors: u64,
     lost_reported: LostCounts,
     ledger: Ledger,
+    exact: ExactLedger,
     resolver: Option<StackResolver>,
 }
 
@@ -101,8 +114,10 @@ impl Session {
         let filtered = !cfg.netns.is_empty() || !cfg.pids.is_empty();
         let scope = filtered.then(|| cfg.netns.iter().copied().collect());
         let ledger = Ledger::new(cfg.baseline);
+        let exact = ExactLedger::new(cfg.baseline);
         Session {
             ledger,
+            exact,
             resolver: None,
             cfg,
             scope,
@@ -132,7 +147,7 @@ impl Session {
         let mut out = Vec::with_capacity(report.holders.len());
         for h in report.holders {
             let stack = match (&mut self.resolver, h.stack_id >= 0) {
-                (Some(r), true) => (r.0)(h.stack_id),
+                (Some(r), true) => r.0.frames(h.stack_id),
                 _ => Vec::new(),
             };
             out.push(HolderRec {
@@ -155,6 +170,99 @@ impl Session {
             report.over,
             report.complete,
         )
+    }
+
+    fn stack(&mut self, id: i32) -> Vec<String> {
+        match (&mut self.resolver, id >= 0) {
+            (Some(r), true) => r.0.frames(id),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The watchpoint ledger of `dev`, stacks symbolised.
+    fn exact_report(&mut self, dev: u64) -> Option<ExactRec> {
+        let r = self.exact.report(dev)?;
+        let mut site = |s: &crate::exact::Site| SiteRec {
+            holds: s.holds,
+            last_ns: self.rel(s.last_ns),
+            comm: s.comm.clone(),
+            pid: s.pid,
+            stack: self.stack(s.stack_id),
+        };
+        let hold_sites = r.hold_sites.iter().map(&mut site).collect();
+        let last_release = r.last_release.as_ref().map(&mut site);
+        Some(ExactRec {
+            outstanding: r.outstanding,
+            pre_arm: r.pre_arm,
+            pre_arm_left: r.pre_arm_left,
+            hold_sites,
+            unknown_writes: r.unknown_writes,
+            unpaired_releases: r.unpaired_releases,
+            last_release,
+        })
+    }
+
+    fn watch_rec(&self, ts_ns: u64, dev: u64, inum: u32, name: &[u8], state: WatchState) -> Record {
+        Record::Watch(WatchRec {
+            time_ns: self.rel(ts_ns),
+            netns: inum,
+            device: cstr_lossy(name),
+            dev,
+            state,
+        })
+    }
+
+    /// The loader armed a device's watchpoints and read its counters (the
+    /// seed, where counting starts), or could not: the record says which.
+    pub fn on_watch_armed(&mut self, t: &WatchTarget, armed: &Armed) -> Option<Record> {
+        match armed {
+            Armed::Now { seed, at_ns } => {
+                self.exact.on_armed(t);
+                let pre_arm = self.exact.on_seed(t.dev, seed)?;
+                Some(self.watch_rec(
+                    *at_ns,
+                    t.dev,
+                    t.inum,
+                    &t.name,
+                    WatchState::Armed {
+                        cpus: seed.len() as u32,
+                        pre_arm,
+                    },
+                ))
+            }
+            Armed::Already => None,
+            Armed::Refused(why) => Some(self.watch_rec(
+                t.hdr.ts_ns,
+                t.dev,
+                t.inum,
+                &t.name,
+                WatchState::Unavailable {
+                    reason: why.clone(),
+                },
+            )),
+        }
+    }
+
+    /// The loader closed a device's watchpoints to watch a stuck one.
+    pub fn on_watch_evicted(&mut self, e: &Evicted, by: &WatchTarget) -> Record {
+        self.exact.forget(e.dev);
+        let reason = format!(
+            "budget: watchpoints moved to stuck {} of netns {}",
+            cstr_lossy(&by.name),
+            by.inum
+        );
+        self.watch_rec(
+            by.hdr.ts_ns,
+            e.dev,
+            e.inum,
+            &e.name,
+            WatchState::Evicted { reason },
+        )
+    }
+
+    /// Is `dev` watched?
+    pub fn is_watched(&self, dev: u64) -> bool {
+        self.exact.is_watched(dev)
     }
 
     fn state_name(&self, state: u8) -> String {
@@ -374,6 +482,7 @@ impl Session {
                 // none; the ledger then drops it as stale).
                 let (holders, attributed, unattributed, over, complete) =
                     self.holders(e.dev, e.refcnt);
+                let exact_rec = self.exact_report(e.dev);
                 let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
                 let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
                 let rec = DevWaitRec {
@@ -382,6 +491,7 @@ impl Session {
                     unattributed,
                     over,
                     complete,
+                    exact: exact_rec,
                     block,
                     baseline: self.cfg.baseline,
                     time_ns: self.rel(e.hdr.ts_ns),
@@ -414,6 +524,25 @@ impl Session {
                     },
                 );
                 Some(Record::DevWait(rec))
+            }
+            // Arming is the loader's (on_watch_armed); a target reaching
+            // here was not armed.
+            Event::WatchTarget(_) => None,
+            Event::WatchDone(d) => {
+                // Freed: the loader closed the watchpoints. Only a device
+                // this session watched is reported.
+                let (inum, name) = self.exact.forget(d.dev)?;
+                Some(self.watch_rec(d.hdr.ts_ns, d.dev, inum, &name, WatchState::Disarmed))
+            }
+            Event::WatchHit(h) => {
+                if self.exact.watches_addr(h.addr) {
+                    let path = match (&mut self.resolver, h.stack_id >= 0) {
+                        (Some(r), true) => r.0.call_path(h.stack_id),
+                        _ => CallPath::from([]),
+                    };
+                    self.exact.on_hit(&h, path);
+                }
+                None
             }
             Event::ObjHold(e) => {
                 self.ledger.on_hold(&e);

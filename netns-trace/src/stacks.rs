@@ -9,13 +9,26 @@ use std::{
 };
 
 use aya::maps::{stack_trace::StackTraceMap, MapData};
-use netns_trace::kallsyms::Symbols;
+use netns_trace::exact::CallPath;
+use netns_trace::kallsyms::{is_context_marker, Symbols};
+use netns_trace::session::Stacks;
 
 pub struct StackResolver {
     map: StackTraceMap<MapData>,
     symbols: Symbols,
     reloaded: Option<Instant>,
     cache: HashMap<i32, Vec<String>>,
+    paths: HashMap<i32, CallPath>,
+}
+
+impl Stacks for StackResolver {
+    fn frames(&mut self, id: i32) -> Vec<String> {
+        self.resolve(id)
+    }
+
+    fn call_path(&mut self, id: i32) -> CallPath {
+        self.functions(id)
+    }
 }
 
 /// Frames of the attach machinery itself, not worth showing.
@@ -35,20 +48,44 @@ impl StackResolver {
             symbols,
             reloaded: None,
             cache: HashMap::new(),
+            paths: HashMap::new(),
         }
     }
 
-    pub fn resolve(&mut self, id: i32) -> Vec<String> {
-        if id < 0 {
-            return vec![format!("(no stack: bpf_get_stackid error {id})")];
+    /// Function start addresses, leaf first; cached per stack id (a stack
+    /// id always names the same stack while it is in the map).
+    fn functions(&mut self, id: i32) -> CallPath {
+        if let Some(p) = self.paths.get(&id) {
+            return p.clone();
         }
-        if let Some(frames) = self.cache.get(&id) {
-            return frames.clone();
-        }
-        let Ok(trace) = self.map.get(&(id as u32), 0) else {
-            return vec!["(stack no longer in the map)".into()];
+        let Some(ips) = self.addresses(id) else {
+            return CallPath::from([]);
         };
-        let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+        let path: CallPath = ips
+            .iter()
+            .map(|&ip| self.symbols.lookup(ip).map_or(ip, |(_, off, _)| ip - off))
+            .collect();
+        self.paths.insert(id, path.clone());
+        path
+    }
+
+    /// The stack's return addresses (perf's context markers dropped), with
+    /// kallsyms re-read if one is unknown; None if the id is not in the map.
+    fn addresses(&mut self, id: i32) -> Option<Vec<u64>> {
+        let trace = self.map.get(&(id as u32), 0).ok()?;
+        let ips: Vec<u64> = trace
+            .frames()
+            .iter()
+            .map(|f| f.ip)
+            .filter(|ip| !is_context_marker(*ip))
+            .collect();
+        self.reload_if_unknown(&ips);
+        Some(ips)
+    }
+
+    /// Re-reads /proc/kallsyms (at most once a second) when an address is
+    /// in no known symbol: a module loaded after start-up.
+    fn reload_if_unknown(&mut self, ips: &[u64]) {
         let unknown = ips.iter().any(|ip| self.symbols.lookup(*ip).is_none());
         let may_reload = self
             .reloaded
@@ -59,6 +96,18 @@ impl StackResolver {
             }
             self.reloaded = Some(Instant::now());
         }
+    }
+
+    pub fn resolve(&mut self, id: i32) -> Vec<String> {
+        if id < 0 {
+            return vec![format!("(no stack: bpf_get_stackid error {id})")];
+        }
+        if let Some(frames) = self.cache.get(&id) {
+            return frames.clone();
+        }
+        let Some(ips) = self.addresses(id) else {
+            return vec!["(stack no longer in the map)".into()];
+        };
         let frames: Vec<String> = ips
             .iter()
             .map(|ip| self.symbols.symbolize(*ip))

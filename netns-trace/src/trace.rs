@@ -10,6 +10,7 @@ use aya::{
     maps::{stack_trace::StackTraceMap, Array, HashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
+use netns_trace::events::Event;
 use netns_trace::{
     cli::TraceOptions,
     kernel::{
@@ -25,7 +26,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use crate::{attach, probes, stacks::StackResolver, Prepared};
+use crate::{attach, probes, stacks::StackResolver, watch::Watcher, Prepared};
 
 /// Offsets and config for the programs, plus the fields this kernel lacks.
 pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, Vec<String>) {
@@ -57,6 +58,14 @@ pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, V
     config.free_refcnt = prepared.caps.free_refcnt();
     config.cleanup_net_addr = prepared.plan.cleanup_net_addr().unwrap_or(0);
     config.init_netns_inum = init_netns_inum(&opts.proc_root);
+    config.nr_cpus = possible_cpus();
+    if opts.exact {
+        config.exact = 1;
+        config.per_cpu_offset_addr = prepared
+            .symbols
+            .any_address_of("__per_cpu_offset")
+            .unwrap_or(0);
+    }
     (offsets, config, missing)
 }
 
@@ -78,12 +87,48 @@ fn init_netns_inum(proc_root: &std::path::Path) -> u32 {
     }
 }
 
+/// Number of possible CPUs (`/sys/devices/system/cpu/possible`, "0-N").
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            let last = s.trim().rsplit([',', '-']).next()?.to_string();
+            last.parse::<u32>().ok()
+        })
+        .map_or(1, |n| n + 1)
+}
+
+/// Why `--exact` cannot work here, if it cannot.
+pub fn exact_unavailable(
+    prepared: &Prepared,
+    offsets: &Offsets,
+    config: &Config,
+) -> Option<String> {
+    if !prepared.caps.breakpoint {
+        return Some("no perf breakpoint PMU on this kernel".into());
+    }
+    if offsets.dev_pcpu_refcnt == Offsets::MISSING {
+        return Some("devices keep no per-CPU refcount (CONFIG_PCPU_DEV_REFCNT=n)".into());
+    }
+    if config.per_cpu_offset_addr == 0 {
+        return Some("__per_cpu_offset is not in /proc/kallsyms (no data symbols)".into());
+    }
+    if config.nr_cpus as usize > netns_trace_common::WATCH_MAX_CPUS {
+        return Some(format!(
+            "{} CPUs; at most {} can be watched",
+            config.nr_cpus,
+            netns_trace_common::WATCH_MAX_CPUS
+        ));
+    }
+    None
+}
+
 pub fn load_programs(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
     probes::load(offsets, config)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-fn ktime_now() -> u64 {
+pub fn ktime_now() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -111,11 +156,33 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut prepared = crate::prepare()?;
-    let (offsets, config, missing) = settings(&prepared, &opts);
+    let (offsets, mut config, missing) = settings(&prepared, &opts);
     for m in &missing {
         log::warn!("BTF: {m}");
     }
+    let mut exact_reason = None;
+    if opts.exact {
+        if let Some(why) = exact_unavailable(&prepared, &offsets, &config) {
+            eprintln!(
+                "netns-trace: --exact is not available here: {why}; tracing without watchpoints"
+            );
+            config.exact = 0;
+            exact_reason = Some(format!("--exact: {why}"));
+        }
+    }
     let mut ebpf = load_programs(&offsets, &config)?;
+    let mut watcher = None;
+    if config.exact == 1 {
+        match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
+            Ok(w) => watcher = Some(w),
+            Err(err) => {
+                eprintln!(
+                    "netns-trace: --exact: the kernel refused the watchpoint program: {err:#}"
+                );
+                exact_reason = Some(format!("--exact: watchpoint program refused: {err:#}"));
+            }
+        }
+    }
 
     // Scope maps before attaching, so the first event is already filtered.
     if opts.filtered() {
@@ -165,6 +232,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     }
     let mut reasons = plan.degraded_reasons();
     reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
+    reasons.extend(exact_reason);
     let attach_ms = started.elapsed().as_millis() as u64;
 
     let mut out = Output::new(opts.json);
@@ -195,7 +263,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
     let stack_map: StackTraceMap<MapData> = take(&mut ebpf, "STACKS")?;
-    let mut resolver = StackResolver::new(stack_map, prepared.symbols.clone());
+    let resolver = StackResolver::new(stack_map, prepared.symbols.clone());
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
@@ -205,9 +273,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
         baseline: prepared.caps.free_refcnt(),
         tcp_states: tcp_state_names(&prepared.btf),
     });
-    session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(move |id| {
-        resolver.resolve(id)
-    })));
+    session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(resolver)));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -218,7 +284,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut session, &mut out)?;
+                drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -231,7 +297,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
             _ = &mut deadline, if opts.duration.is_some() => break,
         }
     }
-    drain(ring.get_mut(), &mut session, &mut out)?;
+    drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
     if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
         out.write(&rec)?;
     }
@@ -243,9 +309,33 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn drain(ring: &mut RingBuf<MapData>, session: &mut Session, out: &mut Output) -> Result<()> {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    session: &mut Session,
+    watcher: &mut Option<Watcher>,
+    out: &mut Output,
+) -> Result<()> {
     while let Some(item) = ring.next() {
-        if let Some(rec) = session.on_bytes(&item) {
+        let rec = match netns_trace::events::decode(&item) {
+            // Watch requests need the kernel (perf_event_open): armed here.
+            Ok(Event::WatchTarget(t)) => {
+                if let Some(w) = watcher.as_mut() {
+                    for rec in w.on_target(&t, session) {
+                        out.write_buffered(&rec)?;
+                    }
+                }
+                continue;
+            }
+            Ok(event) => {
+                if let (Event::WatchDone(d), Some(w)) = (&event, watcher.as_mut()) {
+                    w.disarm(d.dev);
+                }
+                session.on_event(event)
+            }
+            // Malformed: the session counts it.
+            Err(_) => session.on_bytes(&item),
+        };
+        if let Some(rec) = rec {
             out.write_buffered(&rec)?;
         }
     }

@@ -39,6 +39,9 @@ pub struct VmTestArgs {
     /// How long the module keeps it after lo starts unregistering.
     #[arg(long, default_value_t = 3000)]
     hold_ms: u64,
+    /// demo only: run the tracer with --exact (hardware watchpoints).
+    #[arg(long)]
+    exact: bool,
 }
 
 impl VmTestArgs {
@@ -56,7 +59,17 @@ impl VmTestArgs {
 
 /// Every vm-test scenario, in run order: churn, then one boot per module
 /// mode (the mode is the scenario name; see testmod/netns_leak.c).
-const SCENARIOS: &[&str] = &["churn", "hold", "neigh", "dst", "tcpsock", "late"];
+const SCENARIOS: &[&str] = &[
+    "churn",
+    "hold",
+    "neigh",
+    "dst",
+    "tcpsock",
+    "late",
+    "exact",
+    "exact-neigh",
+    "exact-churn",
+];
 
 const STALL: Duration = Duration::from_secs(120);
 const TOTAL: Duration = Duration::from_secs(300);
@@ -97,6 +110,10 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "neigh" => vm_assert::check_pinned(&run, vm_assert::Holder::Neighbour),
                     "dst" => vm_assert::check_pinned(&run, vm_assert::Holder::Dst),
                     "late" => vm_assert::check_late(&run),
+                    "exact" => vm_assert::check_exact(&run, "hold"),
+                    "exact-neigh" => vm_assert::check_exact(&run, "neigh"),
+                    // The tracer's watchpoint budget (netns-trace/src/watch.rs).
+                    "exact-churn" => vm_assert::check_exact_churn(&run, 2),
                     _ => vm_assert::check_tcpsock(&run),
                 })
             });
@@ -219,6 +236,12 @@ fn build_module(k: &Kernel) -> Result<PathBuf> {
 
 fn init_script(a: &VmTestArgs) -> String {
     let (timeout, mode, hold_ms) = (a.timeout, &a.mode, a.hold_ms);
+    // demo --exact: both tracers watch; the leak waits for the watchpoints.
+    let (exact, await_watch) = if a.exact {
+        (" --exact", " --await-watch")
+    } else {
+        ("", "")
+    };
     format!(
         r#"#!/bin/busybox sh
 # PID 1 of the test VM: mount what the tracer needs, run the scenario named
@@ -243,14 +266,17 @@ tracer="/bin/netns-trace --json --ready-file /tmp/ready"
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
   hold|neigh|dst|tcpsock) /bin/nt-scenario stuck --mode "$scenario" --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
+  exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
+  exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 9000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
     # module pins lo of a dying namespace (the JSON run drives the scenario).
-    /bin/netns-trace --ready-file /tmp/ready-human 2>&1 &
+    /bin/netns-trace --ready-file /tmp/ready-human{exact} 2>&1 &
     human=$!
     while [ ! -e /tmp/ready-human ]; do sleep 0.1; done
-    /bin/nt-scenario stuck --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer > /tmp/sections
+    /bin/nt-scenario stuck{await_watch} --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer{exact} > /tmp/sections
     kill -INT $human; wait $human
     echo "nt-init: demo done" ;;
   doctor)

@@ -288,6 +288,156 @@ fn find_holder<'a>(l: &Ledger<'a>, kind: &str, wait: &Value) -> Result<&'a Value
     Ok(h)
 }
 
+/// exact-churn (`--exact` under namespace churn): the churn checks hold,
+/// new lo devices get `watch` records (armed, or unavailable because the
+/// budget is spent or the device died before the request was handled; a
+/// request for a device whose address a watched one already has gets
+/// none), never more than the budget is armed at once, and every armed lo
+/// is disarmed when its namespace is gone.
+pub fn check_exact_churn(run: &Run, budget: usize) -> Result<String, String> {
+    let churn = check_churn(run)?;
+    let count = run.facts["count"].as_u64().unwrap_or(0) as usize;
+    // dev -> netns of the devices armed and not yet disarmed.
+    let mut live = std::collections::HashMap::new();
+    let (mut armed, mut refused, mut peak) = (0, 0, 0);
+    for w in run.of_type("watch") {
+        let dev = w["dev"].as_str().unwrap_or("").to_string();
+        match w["state"].as_str() {
+            Some("armed") => {
+                armed += 1;
+                live.insert(dev, w["netns"].as_u64());
+                peak = peak.max(live.len());
+            }
+            Some("disarmed") | Some("evicted") => {
+                if live.remove(&dev).is_none() {
+                    return Err(format!("{} for a device never armed: {w}", w["state"]));
+                }
+            }
+            Some("unavailable") => {
+                // Budget spent, or the namespace died before the request
+                // reached the loader: both are expected under churn.
+                let reason = w["reason"].as_str().unwrap_or("");
+                if !reason.contains("budget") && !reason.contains("already gone") {
+                    return Err(format!("watch refused: {w}"));
+                }
+                refused += 1;
+            }
+            _ => return Err(format!("unknown watch record {w}")),
+        }
+    }
+    if armed + refused > count || armed + refused < count / 2 {
+        return Err(format!(
+            "{armed} armed + {refused} refused watch records for {count} namespaces"
+        ));
+    }
+    if peak > budget || armed == 0 {
+        return Err(format!(
+            "{armed} armed, at most {peak} at once (budget {budget})"
+        ));
+    }
+    // The tracer may stop before the last teardowns end (the summary
+    // lists them as pending): only those may still be armed.
+    let pending: Vec<u64> = run
+        .of_type("summary")
+        .flat_map(|s| s["netns_pending"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_u64())
+        .collect();
+    live.retain(|_, netns| !netns.is_some_and(|n| pending.contains(&n)));
+    if !live.is_empty() {
+        return Err(format!("never disarmed: {live:?}"));
+    }
+    Ok(format!(
+        "{churn}; watchpoints armed on {armed} lo (at most {peak} at once), {refused} refused (budget, or already gone), all disarmed"
+    ))
+}
+
+/// exact (`--exact`): watchpoints armed on the new lo before the leak
+/// count every reference: the outstanding count equals the kernel's usage
+/// count minus the device's own, and the outstanding hold is attributed to
+/// a call site whose stack goes through the module (`hold`, a bare
+/// dev_hold nobody else can name) or the neighbour creation path (`neigh`).
+pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
+    run.driver_errors()?;
+    check_kernel_clean(&run.dmesg)?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let n = *usage_counts(&run.dmesg)
+        .first()
+        .ok_or("kernel never printed 'waiting for lo to become free'")?;
+    let watch = run
+        .of_type("watch")
+        .find(|v| v["netns"].as_u64() == Some(inode))
+        .ok_or("no watch record for the namespace's lo")?;
+    if watch["state"] != "armed" {
+        return Err(format!("watchpoints not armed: {watch}"));
+    }
+    let waits: Vec<&Value> = run
+        .of_type("dev_wait")
+        .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+        .collect();
+    let first = waits.first().ok_or("no dev_wait for lo")?;
+    for w in &waits {
+        let out = w["exact"]["outstanding"].as_i64();
+        if out != Some(n - 1) {
+            return Err(format!(
+                "exact outstanding {:?} != kernel usage count {n} - 1 at {}",
+                out, w["time"]
+            ));
+        }
+    }
+    let sites = first["exact"]["hold_sites"]
+        .as_array()
+        .ok_or("dev_wait has no exact.hold_sites")?;
+    let frame = if mode == "neigh" {
+        "neigh_create"
+    } else {
+        "[netns_leak]"
+    };
+    // Every outstanding reference is either a listed hold or one held
+    // since before arming; the one the module leaked is listed first.
+    let listed: i64 = sites.iter().filter_map(|s| s["holds"].as_i64()).sum();
+    let left = first["exact"]["pre_arm_left"].as_i64().unwrap_or(-1);
+    if listed + left != n - 1 {
+        return Err(format!(
+            "{listed} listed holds + {left} pre-arm != usage count {n} - 1: {}",
+            first["exact"]
+        ));
+    }
+    let site = sites.first().filter(|s| {
+        s["stack"].as_array().is_some_and(|st| {
+            st.iter()
+                .any(|f| f.as_str().is_some_and(|f| f.contains(frame)))
+        })
+    });
+    let Some(site) = site else {
+        return Err(format!("first hold site is not through {frame}: {sites:?}"));
+    };
+    // When the module lets go, the released device's ledger is empty.
+    let released = run
+        .of_type("dev_released")
+        .find(|v| v["netns"].as_u64() == Some(inode))
+        .ok_or("no dev_released for lo")?;
+    if released["exact"]["outstanding"].as_i64() != Some(0) {
+        return Err(format!("dev_released: exact {}", released["exact"]));
+    }
+    // A bare dev_hold is let go by the module's own work item: the last
+    // release is named with that stack.
+    let last = &released["exact"]["last_release"]["stack"];
+    if mode == "hold" && !last.to_string().contains("[netns_leak]") {
+        return Err(format!("last release not through the module: {last}"));
+    }
+    Ok(format!(
+        "lo of netns {inode}: {} outstanding by watchpoints (kernel usage count {n}), hold site {}",
+        n - 1,
+        site["stack"]
+            .as_array()
+            .and_then(|st| st
+                .iter()
+                .find(|f| f.as_str().is_some_and(|f| f.contains(frame))))
+            .cloned()
+            .unwrap_or_default()
+    ))
+}
+
 /// late (incident mode): the module pins lo with a neighbour, the kernel
 /// prints its "waiting" line, and only then the tracer starts. It must
 /// name the stuck lo of that namespace within 2 s of attaching, with the

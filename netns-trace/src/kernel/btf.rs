@@ -45,6 +45,12 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
         &["__sk_common", "skc_net", "net"],
     );
     field(&mut offsets.sock_dst_cache, "sock", &["sk_dst_cache"]);
+    field(&mut offsets.net_loopback_dev, "net", &["loopback_dev"]);
+    // Optional: absent when CONFIG_PCPU_DEV_REFCNT=n (then --exact cannot
+    // watch per-CPU counters; the programs skip it).
+    if let Ok(off) = byte_offset(btf, "net_device", &["pcpu_refcnt"]) {
+        offsets.dev_pcpu_refcnt = off;
+    }
     // sk_kern_sock is a one-bit bitfield: hand over its byte and bit.
     match bit_offset(btf, "sock", &["sk_kern_sock"]) {
         Ok(bits) => {

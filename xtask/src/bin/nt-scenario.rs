@@ -56,6 +56,10 @@ enum Scenario {
         /// printed "waiting for lo to become free" (attach mid-wait).
         #[arg(long)]
         attach_late: bool,
+        /// `--exact`: take the leak only once the tracer reports the new
+        /// lo's watchpoints armed (its `watch` record), so every hold is seen.
+        #[arg(long, conflicts_with = "attach_late")]
+        await_watch: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -80,19 +84,27 @@ fn main() {
             hold_ms,
             module,
             attach_late,
+            await_watch,
             common,
         } => {
             let mut facts = json!({"scenario": "stuck", "mode": mode, "hold_ms": hold_ms,
                                    "attach_late": attach_late});
             if !attach_late {
                 return run(common, &mut facts, |t, facts, timeout| {
-                    if let Some(inode) = make_stuck(facts, &mode, hold_ms, &module) {
+                    let armed = |inode: u64| {
+                        !await_watch
+                            || t.lines.wait_for(timeout, |l| {
+                                l.iter()
+                                    .any(|v| has(v, "watch", inode) && v["state"] == "armed")
+                            })
+                    };
+                    if let Some(inode) = make_stuck(facts, &mode, hold_ms, &module, armed) {
                         await_teardown(t, facts, &mode, inode, false, timeout);
                     }
                 });
             }
             // The leak first; the tracer only once the kernel complains.
-            let Some(inode) = make_stuck(&mut facts, &mode, hold_ms, &module) else {
+            let Some(inode) = make_stuck(&mut facts, &mode, hold_ms, &module, |_| true) else {
                 return run(common, &mut facts, |_, _, _| {});
             };
             if !await_kernel_waiting(Duration::from_secs(common.timeout)) {
@@ -400,7 +412,14 @@ fn churn(t: &Tracer, facts: &mut Value, count: usize, timeout: Duration) {
 
 /// A namespace whose lo the module pins (or, tcpsock, does not), already
 /// deleted when this returns: its inode, or None after recording why not.
-fn make_stuck(facts: &mut Value, mode: &str, hold_ms: u64, module: &str) -> Option<u64> {
+/// `ready(inode)` is awaited between creating the namespace and the leak.
+fn make_stuck(
+    facts: &mut Value,
+    mode: &str,
+    hold_ms: u64,
+    module: &str,
+    ready: impl FnOnce(u64) -> bool,
+) -> Option<u64> {
     // Make the kernel print its "waiting for lo" line every second.
     if let Err(e) = std::fs::write("/proc/sys/net/core/netdev_unregister_timeout_secs", "1") {
         add_error(facts, &format!("set netdev_unregister_timeout_secs: {e}"));
@@ -426,6 +445,9 @@ fn make_stuck(facts: &mut Value, mode: &str, hold_ms: u64, module: &str) -> Opti
         }
     };
     facts["inodes"] = json!([inode]);
+    if !ready(inode) {
+        add_error(facts, "the tracer never reported lo's watchpoints armed");
+    }
     let insmod = Command::new("insmod")
         .arg(module)
         .arg(format!("pid={}", c.id()))

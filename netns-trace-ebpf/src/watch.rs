@@ -1,0 +1,195 @@
+//! Exact attribution (`--exact`): `dev_hold`/`dev_put` are inline, but each
+//! CPU's reference counter of a device is a fixed address. `arm` reports
+//! those addresses to the loader, which opens one hardware write-watchpoint
+//! per CPU on them with `watch_hit` attached, then runs `watch_seed` once
+//! (BPF_PROG_TEST_RUN) to read the counters: every write after that is
+//! counted as +1/-1 with the writer's kernel stack.
+use aya_ebpf::{
+    macros::{perf_event, raw_tracepoint},
+    programs::{tracing::StackIdContext, PerfEventContext, RawTracePointContext},
+    EbpfContext as _,
+};
+use netns_trace_common::{
+    kind, stat, watch_why, WatchDone, WatchHit, WatchTarget, NAME_LEN, WATCH_MAX_CPUS,
+};
+
+use crate::{
+    kread::{count, emit, header, net_inum, off, read, setting, Counted},
+    maps::{EVENTS, STACKS, WAITING_DEVS, WATCHED_DEVS, WATCH_PREV, WATCH_SEED},
+};
+
+/// Asks the loader to watch `dev`'s counters (`why`: `watch_why`). The
+/// loader dedupes repeated requests.
+#[inline(always)]
+pub fn arm(dev: u64, why: u32) -> Result<(), Counted> {
+    if setting!(exact) == 0 || dev == 0 {
+        return Ok(());
+    }
+    counters(dev, why)
+}
+
+/// The device is free: tell the loader to disarm (watched devices only).
+#[inline(always)]
+pub fn done(dev: u64) {
+    if setting!(exact) == 0 || unsafe { WATCHED_DEVS.get(dev) }.is_none() {
+        return;
+    }
+    emit(&WatchDone {
+        hdr: header(kind::WATCH_DONE),
+        dev,
+    });
+}
+
+/// One `WATCH_TARGET` event for `dev`: its counter addresses (CPU n's
+/// slot is `pcpu_refcnt + __per_cpu_offset[n]`).
+#[inline(always)]
+fn counters(dev: u64, why: u32) -> Result<(), Counted> {
+    let pcpu = read::<u64>(dev, off!(dev_pcpu_refcnt))?;
+    let table = setting!(per_cpu_offset_addr);
+    if pcpu == 0 || table == 0 {
+        return Ok(());
+    }
+    let inum = net_inum(read::<u64>(dev, off!(dev_net))?)?;
+    let name = read::<[u8; NAME_LEN]>(dev, off!(dev_name))?;
+    // 848 bytes: too big for the BPF stack, so it is built in place.
+    let Some(mut entry) = EVENTS.reserve::<WatchTarget>(0) else {
+        count(stat::RINGBUF_DROPS);
+        return Ok(());
+    };
+    let target = entry.as_mut_ptr();
+    let ncpu = setting!(nr_cpus).min(WATCH_MAX_CPUS as u32);
+    unsafe {
+        (*target).hdr = header(kind::WATCH_TARGET);
+        (*target).dev = dev;
+        (*target).inum = inum;
+        (*target).ncpu = ncpu;
+        (*target).name = name;
+        (*target).why = why;
+        (*target)._pad = 0;
+        for cpu in 0..WATCH_MAX_CPUS {
+            let mut addr = 0u64;
+            if (cpu as u32) < ncpu {
+                if let Ok(offset) = read::<u64>(table, (cpu * 8) as u32) {
+                    addr = pcpu.wrapping_add(offset);
+                }
+            }
+            (*target).addrs[cpu] = addr;
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Run by the loader (BPF_PROG_TEST_RUN) right after the watchpoints are
+/// enabled, never attached to a tracepoint: reads every CPU's counter into
+/// WATCH_PREV (what `watch_hit` counts from) and into WATCH_SEED, which
+/// the loader reads back at once. A write between enabling and this read
+/// is reported with an unknown sign, not guessed.
+///
+/// Arguments: the device, the namespace inode it was reported in, CPU 0's
+/// counter address in the request, and `watch_why`. The request may reach
+/// the loader long after the device is gone and its memory (or its
+/// counters') reused: it is seeded only if the device still has those
+/// counters, still belongs to that namespace (a new lo: is still its
+/// loopback device) and is registered or being unregistered, or (a
+/// waiting device) is still in the wait loop. That guarantees its release
+/// (`WATCH_DONE`) is still to come.
+/// Returns 0, 1 (a kernel read failed) or 2 (the device is gone).
+#[raw_tracepoint(tracepoint = "netns_trace_watch_seed")]
+pub fn watch_seed(ctx: RawTracePointContext) -> i32 {
+    let args = ctx.as_ptr() as *const u64;
+    let (dev, inum, addr0, why) = unsafe {
+        (
+            *args,
+            *args.add(1) as u32,
+            *args.add(2),
+            *args.add(3) as u32,
+        )
+    };
+    match alive(dev, inum, addr0, why) {
+        Ok(true) => {}
+        Ok(false) => return 2,
+        Err(_) => return 1,
+    }
+    match seed(dev) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[inline(always)]
+fn seed(dev: u64) -> Result<(), Counted> {
+    let pcpu = read::<u64>(dev, off!(dev_pcpu_refcnt))?;
+    let table = setting!(per_cpu_offset_addr);
+    let Some(out) = WATCH_SEED.get_ptr_mut(0) else {
+        return Err(Counted);
+    };
+    let ncpu = setting!(nr_cpus).min(WATCH_MAX_CPUS as u32);
+    for cpu in 0..WATCH_MAX_CPUS {
+        let mut value = 0i32;
+        if (cpu as u32) < ncpu {
+            let addr = pcpu.wrapping_add(read::<u64>(table, (cpu * 8) as u32)?);
+            value = read::<i32>(addr, 0)?;
+            if WATCH_PREV.insert(addr, value, 0).is_err() {
+                count(stat::MAP_FULL);
+                return Err(Counted);
+            }
+        }
+        unsafe { (*out)[cpu] = value };
+    }
+    Ok(())
+}
+
+/// Is `dev` still the device of the request, with its release ahead?
+#[inline(always)]
+fn alive(dev: u64, inum: u32, addr0: u64, why: u32) -> Result<bool, Counted> {
+    // free_netdev() clears pcpu_refcnt; a reused one has moved.
+    let pcpu = read::<u64>(dev, off!(dev_pcpu_refcnt))?;
+    let offset0 = read::<u64>(setting!(per_cpu_offset_addr), 0)?;
+    if pcpu == 0 || pcpu.wrapping_add(offset0) != addr0 {
+        return Ok(false);
+    }
+    if why == watch_why::WAITING {
+        return Ok(unsafe { WAITING_DEVS.get(dev) }.is_some());
+    }
+    let net = read::<u64>(dev, off!(dev_net))?;
+    if net_inum(net)? != inum || read::<u64>(net, off!(net_loopback_dev))? != dev {
+        return Ok(false);
+    }
+    // enum netdev_reg_state: ..., REGISTERED, UNREGISTERING, UNREGISTERED.
+    let unregistered = off!(netreg_unregistered);
+    let state = read::<u8>(dev, off!(dev_reg_state))? as u32;
+    Ok(state + 2 == unregistered || state + 1 == unregistered)
+}
+
+#[perf_event]
+pub fn watch_hit(ctx: PerfEventContext) -> u32 {
+    // The breakpoint fires after the write: read the new value.
+    let addr = unsafe { (*ctx.ctx).addr };
+    let Ok(value) = read::<i32>(addr, 0) else {
+        return 0;
+    };
+    // Only the seed creates the previous value: before it, a write's sign
+    // is unknown (delta 0, counted apart).
+    let delta = match WATCH_PREV.get_ptr_mut(addr) {
+        Some(prev) => unsafe {
+            let d = value.wrapping_sub(*prev);
+            *prev = value;
+            d
+        },
+        None => 0,
+    };
+    let stack_id = match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(err) => err,
+    };
+    emit(&WatchHit {
+        hdr: header(kind::WATCH_HIT),
+        addr,
+        value,
+        delta,
+        stack_id,
+        _pad: 0,
+    });
+    0
+}
