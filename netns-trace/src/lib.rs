@@ -7,6 +7,8 @@ pub mod events;
 pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;
+pub mod metrics;
 pub mod output;
 pub mod plan;
+pub mod report;
 pub mod session;
