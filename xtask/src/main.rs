@@ -25,6 +25,9 @@ enum Cmd {
     /// Run `netns-trace doctor` (and list the hook symbols) inside a stock
     /// Debian kernel under QEMU (kernel defaults to 6.12).
     VmDoctor(vm::VmTestArgs),
+    /// Validate deploy/daemonset.yaml against the Kubernetes schema (part
+    /// of `test`).
+    ValidateManifests,
     /// Regenerate the man page docs/netns-trace.1 from the CLI definition
     /// (a unit test fails while the committed page is stale).
     Man,
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::VmDoctor(args) => vm::demo(in_guest(args, "doctor")),
         Cmd::Test { skip_vm } => test::run(skip_vm),
         Cmd::Man => man(),
+        Cmd::ValidateManifests => test::validate_manifests(),
     }
 }
 
