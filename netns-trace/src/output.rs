@@ -1334,6 +1334,7 @@ mod tests {
             "lost",
             "attach",
             "summary",
+            "run_report",
         ] {
             assert!(types.iter().any(|x| x == t), "{t} has no example");
             assert!(doc.contains(&format!("## `{t}`")), "{t} has no section");
