@@ -4,6 +4,7 @@ use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    git_commit();
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -33,4 +34,35 @@ fn main() -> anyhow::Result<()> {
         }],
         toolchain,
     )
+}
+
+/// `NETNS_TRACE_GIT_COMMIT` for `--version`: the short commit, `-dirty`
+/// when the tree has changes, `unknown` outside a git checkout.
+fn git_commit() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            format!("{c}{}", if dirty { "-dirty" } else { "" })
+        }
+        _ => "unknown".into(),
+    };
+    println!("cargo:rustc-env=NETNS_TRACE_GIT_COMMIT={commit}");
+    // Rebuild when HEAD moves (a commit, a checkout) or the index changes.
+    for path in ["HEAD", "index"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(p) = git(&["rev-parse", "--git-path", &r]) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
 }

@@ -1,15 +1,19 @@
-//! Command line: `netns-trace [OPTIONS]` traces, `netns-trace doctor`
-//! reports what the running kernel supports.
+//! Command line: `netns-trace [OPTIONS]` traces, `netns-trace run -- CMD`
+//! traces one command's namespaces to their teardown (patch validation),
+//! `netns-trace doctor` reports what the running kernel supports,
+//! `netns-trace completions SHELL` prints shell completions.
 //!
 //! Parsing is clap's; [`Cli::into_action`] then checks what clap cannot
 //! (pids exist, `--netns` paths are network namespaces) against
 //! `--proc-root`, so a DaemonSet pod can point it at the host's procfs.
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -20,13 +24,48 @@ Examples:
   netns-trace --rtnl-threshold-ms 50         report rtnl_unlock calls slower than 50 ms
   netns-trace --dry-run -v                   plan and verify the attach, then exit
   netns-trace --proc-root /host/proc         from inside a container
+  netns-trace --metrics-addr 0.0.0.0:9750    also serve Prometheus metrics on /metrics
   netns-trace doctor                         per-hook support table of this kernel
-  netns-trace doctor --json";
+  netns-trace doctor --json
+  netns-trace run --fail-on-leak -- ./repro.sh
+                                             run a reproducer, wait for its namespaces
+                                             to be torn down, exit 5 on a leak
+  netns-trace run --max-teardown 2s --json-report a.json -- ip netns add x
+  netns-trace completions bash > /etc/bash_completion.d/netns-trace
+
+Exit status: 0 ok, 1 error, 2 bad command line, 3 doctor: degraded only;
+run: 4 the command failed, 5 leak (--fail-on-leak), 6 teardown slower than
+--max-teardown, 130 interrupted.";
+
+/// `--version`: the crate version and the git commit it was built from.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("NETNS_TRACE_GIT_COMMIT"),
+    ")"
+);
+
+/// Exit statuses, documented in `--help`, the man page and the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const DOCTOR_DEGRADED: u8 = 3;
+    /// `run`: the command exited non-zero or was killed by a signal.
+    pub const COMMAND_FAILED: u8 = 4;
+    /// `run --fail-on-leak`: a namespace not torn down, or a device still
+    /// waiting, when the settle time ran out.
+    pub const LEAK: u8 = 5;
+    /// `run --max-teardown`: a teardown (or a device's wait) took longer.
+    pub const SLOW_TEARDOWN: u8 = 6;
+    /// `run` stopped by SIGINT/SIGTERM before the verdict.
+    pub const INTERRUPTED: u8 = 130;
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "netns-trace",
-    version,
+    version = LONG_VERSION,
     about = "Trace network namespace teardown and devices stuck waiting to become free",
     after_help = EXAMPLES
 )]
@@ -47,12 +86,106 @@ pub struct Cli {
     /// Less log output (repeat for less).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub quiet: u8,
+    /// Colour in the human output: auto (only on a terminal, and not when
+    /// NO_COLOR is set), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", global = true)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour, given whether the output is a terminal and
+    /// whether NO_COLOR is set (non-empty).
+    pub fn enabled(self, is_terminal: bool, no_color_env: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_terminal && !no_color_env,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print what this kernel supports: capabilities and the hook table.
     Doctor,
+    /// Run a command under the tracer, wait until the namespaces it created
+    /// are torn down (at most --settle), print the report and exit with a
+    /// status that says whether the command failed, a namespace leaked or a
+    /// teardown was too slow.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this command line.
+    #[command(hide = true)]
+    Man,
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  netns-trace run --fail-on-leak -- ./repro.sh
+  netns-trace run --max-teardown 500ms --settle 1m -- docker run --rm alpine true
+  netns-trace run --json --json-report 6.12.json -- unshare -n true
+
+Exit status: 0 the command succeeded and its namespaces were torn down in
+time; 1 error (not root, command cannot be started); 2 bad command line;
+4 the command failed; 5 leak (with --fail-on-leak: a namespace not torn
+down, or a device still waiting, when --settle ran out); 6 a teardown or a
+device's wait took longer than --max-teardown; 130 interrupted. When
+several apply, the first in the order 5, 6, 4 wins.";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Exit 5 if a namespace the command created is not torn down, or a
+    /// device is still waiting to become free, when --settle runs out.
+    #[arg(long)]
+    pub fail_on_leak: bool,
+    /// Exit 6 if a namespace's teardown (destroy request to end of
+    /// cleanup_net) or a device's wait takes longer, e.g. 500ms, 2s, 1m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_teardown: Option<Duration>,
+    /// How long to wait after the command exits for its namespaces to be
+    /// torn down.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub settle: Duration,
+    /// Write the report as one JSON document to FILE (for diffing kernels).
+    #[arg(long, value_name = "FILE")]
+    pub json_report: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Options of both the tracer and `run`.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Report rtnl_unlock calls that take at least N ms.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub rtnl_threshold_ms: u64,
+    /// Write this file once every hook is attached (for test harnesses).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Exact attribution: hardware watchpoints on the reference counters of
+    /// new loopback devices and of devices found waiting (every hold and
+    /// release, with its kernel stack; at most 2 devices: debug registers
+    /// are few)
+    #[arg(long)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Args)]
@@ -67,28 +200,33 @@ pub struct TraceArgs {
     /// /proc/PID/ns/net or /run/netns/NAME (repeatable).
     #[arg(long, value_name = "INODE|PATH")]
     pub netns: Vec<String>,
-    /// Report rtnl_unlock calls that take at least N ms.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub rtnl_threshold_ms: u64,
-    /// Write this file once every hook is attached (for test harnesses).
-    #[arg(long, value_name = "PATH")]
-    pub ready_file: Option<PathBuf>,
     /// Plan and verify the attach (load programs), then exit.
     #[arg(long)]
     pub dry_run: bool,
-    /// Exact attribution: hardware watchpoints on the reference counters of
-    /// new loopback devices and of devices found waiting (every hold and
-    /// release, with its kernel stack; at most 2 devices: debug registers
-    /// are few)
-    #[arg(long)]
-    pub exact: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// What to do, with every argument checked and resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Trace(TraceOptions),
+    Run(RunOptions),
     Doctor { json: bool, proc_root: PathBuf },
+    Completions(clap_complete::Shell),
+    Man,
+}
+
+/// `run`: the tracer's options (scoped to the command's descendants) and
+/// the verdict policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    pub trace: TraceOptions,
+    pub command: Vec<OsString>,
+    pub fail_on_leak: bool,
+    pub max_teardown: Option<Duration>,
+    pub settle: Duration,
+    pub json_report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +241,8 @@ pub struct TraceOptions {
     pub proc_root: PathBuf,
     pub dry_run: bool,
     pub exact: bool,
+    pub metrics_addr: Option<SocketAddr>,
+    pub color: ColorChoice,
 }
 
 impl TraceOptions {
@@ -129,20 +269,52 @@ impl Cli {
     /// Validate against `--proc-root` and resolve `--netns` paths.
     pub fn into_action(self) -> Result<Action> {
         let t = self.trace;
-        if let Some(Command::Doctor) = self.command {
-            // Global options (--json, --proc-root, -v) apply; trace ones do not.
-            if t.duration.is_some()
-                || !t.pids.is_empty()
-                || !t.netns.is_empty()
-                || t.ready_file.is_some()
-                || t.dry_run
-            {
-                bail!("doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)");
+        let trace_only = t.duration.is_some()
+            || !t.pids.is_empty()
+            || !t.netns.is_empty()
+            || t.dry_run
+            || t.common.ready_file.is_some()
+            || t.common.metrics_addr.is_some()
+            || t.common.rtnl_threshold_ms != 10;
+        match self.command {
+            None => {}
+            Some(Command::Doctor) => {
+                // Global options (--json, --proc-root, -v) apply; trace ones do not.
+                if trace_only {
+                    bail!("doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)");
+                }
+                return Ok(Action::Doctor {
+                    json: self.json,
+                    proc_root: self.proc_root,
+                });
             }
-            return Ok(Action::Doctor {
-                json: self.json,
-                proc_root: self.proc_root,
-            });
+            Some(Command::Completions { shell }) => return Ok(Action::Completions(shell)),
+            Some(Command::Man) => return Ok(Action::Man),
+            Some(Command::Run(r)) => {
+                if trace_only {
+                    bail!("options of the tracer go after `run` (before `--`); --duration, --pid, --netns and --dry-run do not apply to run");
+                }
+                return Ok(Action::Run(RunOptions {
+                    trace: TraceOptions {
+                        json: self.json,
+                        duration: None,
+                        pids: vec![],
+                        netns: vec![],
+                        rtnl_threshold: Duration::from_millis(r.common.rtnl_threshold_ms),
+                        ready_file: r.common.ready_file,
+                        proc_root: self.proc_root,
+                        dry_run: false,
+                        exact: r.common.exact,
+                        metrics_addr: r.common.metrics_addr,
+                        color: self.color,
+                    },
+                    command: r.command,
+                    fail_on_leak: r.fail_on_leak,
+                    max_teardown: r.max_teardown,
+                    settle: r.settle,
+                    json_report: r.json_report,
+                }));
+            }
         }
         for &pid in &t.pids {
             if !self.proc_root.join(pid.to_string()).is_dir() {
@@ -159,13 +331,79 @@ impl Cli {
             duration: t.duration.map(Duration::from_secs),
             pids: t.pids,
             netns,
-            rtnl_threshold: Duration::from_millis(t.rtnl_threshold_ms),
-            ready_file: t.ready_file,
+            rtnl_threshold: Duration::from_millis(t.common.rtnl_threshold_ms),
+            ready_file: t.common.ready_file,
             proc_root: self.proc_root,
             dry_run: t.dry_run,
-            exact: t.exact,
+            exact: t.common.exact,
+            metrics_addr: t.common.metrics_addr,
+            color: self.color,
         }))
     }
+}
+
+/// `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 2s, 1.5s, 1m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m or h)")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{s:?} is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The man page (roff), generated from the command line definition. The
+/// version is the crate's without the commit, so the committed page only
+/// changes when the CLI does.
+pub fn man_page() -> String {
+    let cmd = Cli::command().version(env!("CARGO_PKG_VERSION"));
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut out)
+        .expect("rendering the man page");
+    // The page of the main command lists the subcommands; `run` has its
+    // own options, so its synopsis and options follow as RUN sections.
+    if let Some(run) = cmd.find_subcommand("run") {
+        let man = clap_mangen::Man::new(run.clone().name("netns-trace run"));
+        let mut sections = Vec::new();
+        man.render_synopsis_section(&mut sections)
+            .expect("rendering the man page");
+        man.render_options_section(&mut sections)
+            .expect("rendering the man page");
+        man.render_extra_section(&mut sections)
+            .expect("rendering the man page");
+        let text = String::from_utf8_lossy(&sections)
+            .replace(".SH SYNOPSIS", ".SH \"RUN SYNOPSIS\"")
+            .replace(".SH OPTIONS", ".SH \"RUN OPTIONS\"")
+            .replace(".SH EXTRA", ".SH \"RUN EXAMPLES AND EXIT STATUS\"");
+        out.extend_from_slice(text.as_bytes());
+    }
+    String::from_utf8(out)
+        .expect("roff is UTF-8")
+        .replace(".SH EXTRA", ".SH \"EXAMPLES AND EXIT STATUS\"")
+}
+
+/// Shell completions for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "netns-trace", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `net:[4026531840]` -> Some(("net", 4026531840)): the readlink form of a
@@ -285,6 +523,8 @@ mod tests {
                 proc_root: "/proc".into(),
                 dry_run: false,
                 exact: false,
+                metrics_addr: None,
+                color: ColorChoice::Auto,
             }
         );
         assert!(!t.filtered());
@@ -359,8 +599,150 @@ mod tests {
             action(&["--duration", "3", "doctor"])
                 .unwrap_err()
                 .to_string(),
-            "doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)"
+            "doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)"
         );
+    }
+
+    #[test]
+    fn run_options() {
+        let Action::Run(r) = action(&[
+            "--json",
+            "run",
+            "--fail-on-leak",
+            "--max-teardown",
+            "500ms",
+            "--settle",
+            "1m",
+            "--json-report",
+            "/tmp/r.json",
+            "--metrics-addr",
+            "127.0.0.1:9750",
+            "--ready-file",
+            "/tmp/ready",
+            "--",
+            "unshare",
+            "-n",
+            "--",
+            "true",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.command,
+            ["unshare", "-n", "--", "true"].map(OsString::from)
+        );
+        assert!(r.fail_on_leak && r.trace.json && !r.trace.filtered());
+        assert_eq!(r.max_teardown, Some(Duration::from_millis(500)));
+        assert_eq!(r.settle, Duration::from_secs(60));
+        assert_eq!(r.json_report, Some(PathBuf::from("/tmp/r.json")));
+        assert_eq!(
+            r.trace.metrics_addr,
+            Some("127.0.0.1:9750".parse().unwrap())
+        );
+        assert_eq!(r.trace.ready_file, Some(PathBuf::from("/tmp/ready")));
+        // Defaults: no policy beyond the command's own status, 30 s settle.
+        let Action::Run(r) = action(&["run", "--", "true"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.fail_on_leak, r.max_teardown), (false, None));
+        assert_eq!(r.settle, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn run_bad_input() {
+        use clap::error::ErrorKind;
+        // No command.
+        assert_eq!(
+            parse(&["run"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["run", "--max-teardown", "fast", "--", "true"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            parse(&["run", "--metrics-addr", "localhost", "--", "true"])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            action(&["--duration", "3", "run", "--", "true"])
+                .unwrap_err()
+                .to_string(),
+            "options of the tracer go after `run` (before `--`); --duration, --pid, --netns and --dry-run do not apply to run"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("2 days")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("1e99h").is_err());
+    }
+
+    #[test]
+    fn color_choice() {
+        assert!(ColorChoice::Auto.enabled(true, false));
+        assert!(!ColorChoice::Auto.enabled(false, false));
+        assert!(
+            !ColorChoice::Auto.enabled(true, true),
+            "NO_COLOR wins in auto"
+        );
+        assert!(ColorChoice::Always.enabled(false, true));
+        assert!(!ColorChoice::Never.enabled(true, false));
+        assert_eq!(
+            parse(&["--color", "always"]).unwrap().color,
+            ColorChoice::Always
+        );
+        assert!(parse(&["--color", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        let e = parse(&["--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let v = e.to_string();
+        let commit = env!("NETNS_TRACE_GIT_COMMIT");
+        assert!(v.contains(&format!("({commit})")), "{v}");
+        assert!(!commit.is_empty());
+    }
+
+    #[test]
+    fn completions_cover_subcommands() {
+        let bash = completions(clap_complete::Shell::Bash);
+        assert!(bash.contains("netns-trace"), "{bash}");
+        for word in ["run", "doctor", "--fail-on-leak", "--metrics-addr"] {
+            assert!(bash.contains(word), "bash completion lacks {word}");
+        }
+        let zsh = completions(clap_complete::Shell::Zsh);
+        assert!(zsh.contains("#compdef netns-trace"), "{zsh}");
+    }
+
+    /// docs/netns-trace.1 is generated by `cargo xtask man`; it must match
+    /// the command line it documents.
+    #[test]
+    fn committed_man_page_is_current() {
+        let committed = include_str!("../../docs/netns-trace.1");
+        assert!(
+            committed == man_page(),
+            "docs/netns-trace.1 is stale: run `cargo xtask man` and commit it"
+        );
+        assert!(committed.contains("fail\\-on\\-leak"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod exact;
 pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;
+pub mod metrics;
 pub mod output;
 pub mod plan;
+pub mod report;
 pub mod session;

@@ -4,11 +4,12 @@
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
 mod probes;
+mod serve;
 mod stacks;
 mod trace;
 mod watch;
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
@@ -21,18 +22,38 @@ use netns_trace::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let style = if cli
+        .color
+        .enabled(std::io::stderr().is_terminal(), no_color_env())
+    {
+        env_logger::WriteStyle::Always
+    } else {
+        env_logger::WriteStyle::Never
+    };
     env_logger::Builder::new()
         .filter_level(cli.log_level())
         .parse_env("NETNS_TRACE_LOG")
+        .write_style(style)
         .format_timestamp(None)
         .init();
-    let result = cli.into_action().and_then(|action| match action {
-        Action::Doctor { json, .. } => doctor::run(json),
-        Action::Trace(opts) => tokio::runtime::Builder::new_current_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .context("starting the async runtime")?
-            .block_on(trace::run(opts)),
+            .context("starting the async runtime")
+    };
+    let result = cli.into_action().and_then(|action| match action {
+        Action::Doctor { json, .. } => doctor::run(json),
+        Action::Trace(opts) => runtime()?.block_on(trace::run(opts, None)),
+        Action::Run(r) => runtime()?.block_on(trace::run(r.trace.clone(), Some(r))),
+        Action::Completions(shell) => {
+            print!("{}", netns_trace::cli::completions(shell));
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Man => {
+            print!("{}", netns_trace::cli::man_page());
+            Ok(ExitCode::SUCCESS)
+        }
     });
     match result {
         Ok(code) => code,
@@ -41,6 +62,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn no_color_env() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 /// What start-up learns about the kernel before loading anything.
@@ -121,6 +146,8 @@ mod doctor {
             proc_root: "/proc".into(),
             dry_run: false,
             exact: false,
+            metrics_addr: None,
+            color: netns_trace::cli::ColorChoice::Never,
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
         let mut ebpf = load_programs(&offsets, &config)?;

@@ -941,19 +941,81 @@ pub fn json_line(rec: &Record) -> String {
     serde_json::to_string(rec).expect("record serialises")
 }
 
+/// How the human stream looks: colour, and the wall clock column.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HumanStyle {
+    /// ANSI colours on event names (only when writing to a terminal).
+    pub color: bool,
+    /// Wall clock at the tracer's start (Unix ns) and the local UTC offset
+    /// in seconds: each event line starts with its local time of day.
+    pub wall: Option<(u64, i64)>,
+}
+
+/// `HH:MM:SS.mmm` of a Unix time in a zone `utc_offset_s` east of UTC.
+pub fn time_of_day(unix_ns: u64, utc_offset_s: i64) -> String {
+    let ms_total = (unix_ns / 1_000_000) as i64 + utc_offset_s * 1000;
+    let ms_of_day = ms_total.rem_euclid(86_400_000);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    )
+}
+
+impl Record {
+    /// Time relative to the tracer start, for event records.
+    pub fn time_ns(&self) -> Option<u64> {
+        Some(match self {
+            Record::NetnsCreate(r) => r.time_ns,
+            Record::NetnsDestroy(r) => r.time_ns,
+            Record::CleanupNet(r) => r.time_ns,
+            Record::RtnlUnlock(r) => r.time_ns,
+            Record::RunTodo(r) => r.time_ns,
+            Record::DevWait(r) | Record::DevReleased(r) => r.time_ns,
+            Record::Socket(r) => r.time_ns,
+            Record::Watch(r) => r.time_ns,
+            Record::Lost(r) => r.time_ns,
+            Record::Attach(_) | Record::Summary(_) => return None,
+        })
+    }
+
+    /// The EVENT column's text and its colour (ANSI SGR), if any.
+    fn event_color(&self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Record::NetnsCreate(_) => ("netns_create", "36"),
+            Record::NetnsDestroy(_) => ("netns_destroy", "33"),
+            Record::CleanupNet(_) => ("cleanup_net", "33"),
+            Record::DevWait(_) => ("dev_wait", "1;31"),
+            Record::DevReleased(_) => ("dev_released", "32"),
+            Record::Lost(_) => ("lost", "1;31"),
+            _ => return None,
+        })
+    }
+}
+
 /// Renders records in the chosen format; prints the human column header
 /// before the first event line.
 #[derive(Debug, Default)]
 pub struct Renderer {
     json: bool,
     header_done: bool,
+    style: HumanStyle,
 }
+
+const WALL_WIDTH: usize = 13; // "HH:MM:SS.mmm "
 
 impl Renderer {
     pub fn new(json: bool) -> Self {
+        Self::with_style(json, HumanStyle::default())
+    }
+
+    pub fn with_style(json: bool, style: HumanStyle) -> Self {
         Renderer {
             json,
             header_done: false,
+            style,
         }
     }
 
@@ -963,15 +1025,49 @@ impl Renderer {
             return json_line(rec) + "\n";
         }
         let mut out = String::new();
-        let is_event = !matches!(rec, Record::Attach(_) | Record::Summary(_));
-        if is_event && !self.header_done {
+        let time = rec.time_ns();
+        if time.is_some() && !self.header_done {
             self.header_done = true;
+            if self.style.wall.is_some() {
+                out += &format!("{:<WALL_WIDTH$}", "WALL");
+            }
             out += COLUMNS;
             out.push('\n');
         }
-        out += &human(rec);
-        out.push('\n');
+        let text = human(rec);
+        let (Some(t), Some((start, offset))) = (time, self.style.wall) else {
+            out += &self.colored(rec, &text);
+            out.push('\n');
+            return out;
+        };
+        for (i, l) in text.lines().enumerate() {
+            if i == 0 {
+                out += &time_of_day(start + t, offset);
+                out.push(' ');
+                out += &self.colored(rec, l);
+            } else {
+                out += &" ".repeat(WALL_WIDTH);
+                out += l;
+            }
+            out.push('\n');
+        }
         out
+    }
+
+    /// Colours the event name on the first line (the first occurrence of
+    /// it: the time column before it is digits).
+    fn colored(&self, rec: &Record, text: &str) -> String {
+        let Some((name, sgr)) = rec.event_color().filter(|_| self.style.color) else {
+            return text.to_string();
+        };
+        match text.find(name) {
+            Some(i) => format!(
+                "{}\x1b[{sgr}m{name}\x1b[0m{}",
+                &text[..i],
+                &text[i + name.len()..]
+            ),
+            None => text.to_string(),
+        }
     }
 }
 
@@ -1465,6 +1561,7 @@ mod tests {
             "lost",
             "attach",
             "summary",
+            "run_report",
         ] {
             assert!(types.iter().any(|x| x == t), "{t} has no example");
             assert!(doc.contains(&format!("## `{t}`")), "{t} has no section");
@@ -1493,5 +1590,64 @@ mod tests {
             rfc3339(4_102_444_799_999_999_999),
             "2099-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn wall_clock_and_colour() {
+        assert_eq!(time_of_day(1_714_566_896_789_000_000, 0), "12:34:56.789");
+        assert_eq!(time_of_day(1_714_566_896_789_000_000, 7200), "14:34:56.789");
+        assert_eq!(
+            time_of_day(1_714_523_000_000_000_000, -3600),
+            "23:23:20.000"
+        );
+        let start = 1_714_566_884_444_600_000; // create() is at +12.3454 s
+        let mut r = Renderer::with_style(
+            false,
+            HumanStyle {
+                color: false,
+                wall: Some((start, 0)),
+            },
+        );
+        let text = r.render(&create());
+        let mut lines = text.lines();
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("WALL          TIME(s) EVENT"));
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("12:34:56.790   12.345 netns_create"),
+            "{text}"
+        );
+        // Continuation lines of a block are indented past the wall column.
+        let Record::DevWait(mut d) = dev_wait() else {
+            panic!()
+        };
+        d.block = true;
+        let block = r.render(&Record::DevWait(d));
+        let second = block.lines().nth(1).unwrap();
+        assert!(second.starts_with(&" ".repeat(13 + 9)), "{block:?}");
+        assert!(!block.contains('\x1b'));
+        let mut c = Renderer::with_style(
+            false,
+            HumanStyle {
+                color: true,
+                wall: None,
+            },
+        );
+        let text = c.render(&dev_wait());
+        assert!(text.contains("\x1b[1;31mdev_wait\x1b[0m"), "{text:?}");
+        assert_eq!(text.matches('\x1b').count(), 2, "only the event name");
+        // JSON is never coloured.
+        let mut j = Renderer::with_style(
+            true,
+            HumanStyle {
+                color: true,
+                wall: Some((start, 0)),
+            },
+        );
+        assert!(!j.render(&dev_wait()).contains('\x1b'));
     }
 }

@@ -12,12 +12,14 @@ use aya::{
 };
 use netns_trace::events::Event;
 use netns_trace::{
-    cli::TraceOptions,
+    cli::{RunOptions, TraceOptions},
     kernel::{
         btf::{resolve_offsets, tcp_state_names},
         tracefs,
     },
-    output::{AttachRec, LostCounts, Record, Renderer},
+    metrics::Metrics,
+    output::{AttachRec, HumanStyle, LostCounts, Record, Renderer},
+    report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
     session::{Session, SessionConfig},
 };
 use netns_trace_common::{mode, stat, Config, Offsets};
@@ -26,7 +28,7 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use crate::{attach, probes, stacks::StackResolver, watch::Watcher, Prepared};
+use crate::{attach, probes, serve, stacks::StackResolver, watch::Watcher, Prepared};
 
 /// Offsets and config for the programs, plus the fields this kernel lacks.
 pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, Vec<String>) {
@@ -148,7 +150,27 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).with_context(|| format!("opening map {name}"))
 }
 
-pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
+/// The local zone's offset from UTC in seconds, now.
+fn utc_offset_s() -> i64 {
+    let now = unsafe { libc::time(std::ptr::null_mut()) };
+    // SAFETY: `tm` is written by localtime_r; `now` is a valid time_t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        return 0;
+    }
+    tm.tm_gmtoff
+}
+
+/// A running `netns-trace run` command.
+struct Running {
+    child: tokio::process::Child,
+    argv: Vec<String>,
+}
+
+/// Traces until Ctrl-C / SIGTERM / `--duration`; with `run`, until the
+/// command exited and its namespaces were torn down (or `--settle` ran
+/// out), then reports and returns the verdict's exit status.
+pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode> {
     let started = Instant::now();
     let start_ktime_ns = ktime_now();
     let start_unix_ns = SystemTime::now()
@@ -170,6 +192,11 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
             exact_reason = Some(format!("--exact: {why}"));
         }
     }
+    if run.is_some() {
+        // run: scope = this process, so the command and its descendants
+        // (followed through fork in the kernel) and their namespaces.
+        config.filter_enabled = 1;
+    }
     let mut ebpf = load_programs(&offsets, &config)?;
     let mut watcher = None;
     if config.exact == 1 {
@@ -185,13 +212,18 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     }
 
     // Scope maps before attaching, so the first event is already filtered.
-    if opts.filtered() {
+    if opts.filtered() || run.is_some() {
         let mut tgids: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut("SCOPE_TGIDS")
                 .ok_or_else(|| anyhow!("map SCOPE_TGIDS missing"))?,
         )?;
         for &pid in &opts.pids {
             tgids.insert(pid, 1, 0).context("filling the pid scope")?;
+        }
+        if run.is_some() {
+            tgids
+                .insert(std::process::id(), 1, 0)
+                .context("filling the pid scope")?;
         }
         let mut netns: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut("SCOPE_NETNS")
@@ -206,8 +238,8 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
 
     let btf = Some(&prepared.aya_btf);
     attach::attach_all(&mut ebpf, btf, &mut prepared.plan, opts.dry_run);
-    if !opts.pids.is_empty() {
-        // Descendants of --pid join the scope through the fork hook.
+    if !opts.pids.is_empty() || run.is_some() {
+        // Descendants join the scope through the fork hook.
         attach::ensure_hook(&mut ebpf, btf, &mut prepared.plan, "fork", opts.dry_run);
     }
     let plan = &prepared.plan;
@@ -220,6 +252,7 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     let creation_exact = plan
         .hook("copy_net_ns")
         .is_some_and(|h| h.chosen().is_some());
+    let destroy_seen = plan.hook("__put_net").is_some_and(|h| h.chosen().is_some());
     let degraded = !plan.full_tracer_possible() || !missing.is_empty();
     if !creation_exact {
         let mut modes: Array<_, u32> = Array::try_from(
@@ -235,7 +268,34 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     reasons.extend(exact_reason);
     let attach_ms = started.elapsed().as_millis() as u64;
 
-    let mut out = Output::new(opts.json);
+    let color = {
+        use std::io::IsTerminal as _;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        opts.color
+            .enabled(std::io::stdout().is_terminal(), no_color)
+    };
+    let style = HumanStyle {
+        color,
+        wall: Some((start_unix_ns, utc_offset_s())),
+    };
+    let mut out = Output::new(opts.json, style);
+    if run.is_some() {
+        out.report = Some(ReportBuilder::new(destroy_seen));
+    }
+    let attached: Vec<(String, String)> = plan
+        .hooks
+        .iter()
+        .filter_map(|h| h.chosen().map(|c| (h.hook.name.to_string(), c.label())))
+        .collect();
+    if let Some(addr) = opts.metrics_addr {
+        let mut m = Metrics::new();
+        m.set_hooks(&attached, degraded);
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(m));
+        let bound = serve::start(addr, shared.clone()).await?;
+        log::info!("metrics on http://{bound}/metrics");
+        out.metrics_addr = Some(bound);
+        out.metrics = Some(shared);
+    }
     out.write(&Record::Attach(AttachRec {
         hooks: plan.rows(),
         degraded,
@@ -254,7 +314,11 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &opts.ready_file {
-        std::fs::write(path, b"ready\n")
+        let mut text = String::from("ready\n");
+        if let Some(a) = out.metrics_addr {
+            text += &format!("metrics http://{a}/metrics\n");
+        }
+        std::fs::write(path, text)
             .with_context(|| format!("writing --ready-file {}", path.display()))?;
     }
 
@@ -278,8 +342,17 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    let forever = Duration::from_secs(u64::MAX / 4);
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(forever));
     tokio::pin!(deadline);
+    let mut running = match &run {
+        Some(r) => Some(spawn_command(r, opts.json)?),
+        None => None,
+    };
+    let settle = tokio::time::sleep(forever);
+    tokio::pin!(settle);
+    let mut settling = false;
+    let mut interrupted = false;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -292,9 +365,41 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
                     out.write(&rec)?;
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            status = async { running.as_mut().expect("guarded").child.wait().await }, if running.is_some() => {
+                let status = status.context("waiting for the command")?;
+                let exited_ns = ktime_now().saturating_sub(start_ktime_ns);
+                let argv = running.take().expect("guarded").argv;
+                // Its namespaces were created before it exited: take them in.
+                drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+                let outcome = outcome(argv, status, exited_ns);
+                let settle_for = run.as_ref().map_or(Duration::ZERO, |r| r.settle);
+                eprintln!(
+                    "netns-trace: the command {}; waiting up to {:.1}s for its namespaces to be torn down",
+                    describe(&outcome),
+                    settle_for.as_secs_f64()
+                );
+                if let Some(b) = out.report.as_mut() {
+                    b.command_exited(outcome);
+                }
+                settle.as_mut().reset(tokio::time::Instant::now() + settle_for);
+                settling = true;
+            }
+            _ = &mut settle, if settling => break,
+            _ = sigint.recv() => { interrupted = true; break }
+            _ = sigterm.recv() => { interrupted = true; break }
             _ = &mut deadline, if opts.duration.is_some() => break,
+        }
+        if settling && out.report.as_ref().is_some_and(ReportBuilder::settled) {
+            break;
+        }
+    }
+    if let Some(mut r) = running.take() {
+        // Interrupted while the command ran: stop it, note how it ended.
+        let _ = r.child.start_kill();
+        let status = r.child.wait().await.context("waiting for the command")?;
+        let exited_ns = ktime_now().saturating_sub(start_ktime_ns);
+        if let Some(b) = out.report.as_mut() {
+            b.command_exited(outcome(r.argv, status, exited_ns));
         }
     }
     drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
@@ -306,7 +411,78 @@ pub async fn run(opts: TraceOptions) -> Result<ExitCode> {
     drop(ebpf);
     log::info!("detached in {} ms", detach_start.elapsed().as_millis());
     out.write(&session.summary(ktime_now()))?;
-    Ok(ExitCode::SUCCESS)
+    let (Some(run), Some(builder)) = (run, out.report.take()) else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let doc = builder.finish(
+        netns_trace::cli::LONG_VERSION,
+        KernelInfo {
+            release: prepared.caps.release.clone(),
+            degraded,
+            reasons,
+        },
+        run.settle,
+        Policy {
+            fail_on_leak: run.fail_on_leak,
+            max_teardown: run.max_teardown,
+        },
+        interrupted,
+    );
+    if let Some(path) = &run.json_report {
+        let mut text = serde_json::to_string_pretty(&doc).context("encoding the report")?;
+        text.push('\n');
+        std::fs::write(path, text)
+            .with_context(|| format!("writing --json-report {}", path.display()))?;
+    }
+    if opts.json {
+        let line = serde_json::to_string(&doc).context("encoding the report")?;
+        out.write_raw(&(line + "\n"))?;
+    } else {
+        out.write_raw(&(report::human(&doc) + "\n"))?;
+    }
+    Ok(ExitCode::from(doc.verdict.exit_code))
+}
+
+/// Starts the command with the tracer's stdin and stderr; its stdout is
+/// the tracer's, or its stderr under --json (stdout is the JSON stream).
+fn spawn_command(r: &RunOptions, json: bool) -> Result<Running> {
+    use std::os::fd::AsFd as _;
+    let argv: Vec<String> = r
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut cmd = tokio::process::Command::new(&r.command[0]);
+    cmd.args(&r.command[1..]).kill_on_drop(true);
+    if json {
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stderr for the command")?;
+        cmd.stdout(std::process::Stdio::from(err));
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", argv[0]))?;
+    Ok(Running { child, argv })
+}
+
+fn outcome(argv: Vec<String>, status: std::process::ExitStatus, exited_ns: u64) -> CommandOutcome {
+    use std::os::unix::process::ExitStatusExt as _;
+    CommandOutcome {
+        argv,
+        exit_code: status.code(),
+        signal: status.signal(),
+        exited_ns,
+    }
+}
+
+fn describe(o: &CommandOutcome) -> String {
+    match (o.exit_code, o.signal) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended".into(),
+    }
 }
 
 fn drain(
@@ -360,27 +536,49 @@ fn lost_counts(stats: &PerCpuArray<MapData, u64>) -> LostCounts {
 }
 
 /// stdout, flushed per batch so readers (pipes, scenario drivers) see
-/// events as they happen. A closed pipe ends the run quietly.
+/// events as they happen. A closed pipe ends the run quietly. Every record
+/// written also updates the metrics and the `run` report.
 struct Output {
     renderer: Renderer,
     stdout: std::io::BufWriter<std::io::Stdout>,
+    metrics: Option<std::sync::Arc<std::sync::Mutex<Metrics>>>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    report: Option<ReportBuilder>,
 }
 
 impl Output {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, style: HumanStyle) -> Self {
         Self {
-            renderer: Renderer::new(json),
+            renderer: Renderer::with_style(json, style),
             stdout: std::io::BufWriter::new(std::io::stdout()),
+            metrics: None,
+            metrics_addr: None,
+            report: None,
         }
     }
 
     fn write_buffered(&mut self, rec: &Record) -> Result<()> {
+        if let Some(m) = &self.metrics {
+            m.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .observe(rec);
+        }
+        if let Some(r) = &mut self.report {
+            r.observe(rec);
+        }
         let text = self.renderer.render(rec);
         self.stdout.write_all(text.as_bytes()).map_err(broken_pipe)
     }
 
     fn write(&mut self, rec: &Record) -> Result<()> {
         self.write_buffered(rec)?;
+        self.flush()
+    }
+
+    fn write_raw(&mut self, text: &str) -> Result<()> {
+        self.stdout
+            .write_all(text.as_bytes())
+            .map_err(broken_pipe)?;
         self.flush()
     }
 

@@ -206,3 +206,223 @@ fn pid_filter_follows_descendants_only() {
         "out-of-scope {outside} reported: {created:?}"
     );
 }
+
+/// `run`: the namespace the command creates is reported, seen torn down
+/// (inferred in degraded mode, observed with the full tracer), and the
+/// report document says so; the command succeeded, so the status is 0.
+#[test]
+fn run_reports_the_namespace_of_the_command() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    let report = std::env::temp_dir().join(format!("nt-host-run-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&report);
+    let out = Command::new(BIN)
+        .args([
+            "--json",
+            "run",
+            "--fail-on-leak",
+            "--settle",
+            "20s",
+            "--json-report",
+        ])
+        .arg(&report)
+        .args([
+            "--",
+            "unshare",
+            "-n",
+            "stat",
+            "-L",
+            "-c",
+            "%i",
+            "/proc/self/ns/net",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    // Under --json the command's stdout goes to stderr: stdout stays JSON.
+    let lines = json_lines(&out.stdout);
+    let inode: u64 = stderr
+        .lines()
+        .find_map(|l| l.trim().parse().ok())
+        .expect("the command's output (its namespace inode) on stderr");
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["type"] == "netns_create" && v["netns"].as_u64() == Some(inode)),
+        "no netns_create for {inode}: {lines:?}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "run_report", "{last}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(
+        &doc, last,
+        "the file and the stream carry the same document"
+    );
+    assert_eq!(doc["command"]["exit_code"], 0);
+    assert_eq!(doc["settled"], true);
+    let ns = doc["namespaces"].as_array().unwrap();
+    assert_eq!(ns.len(), 1, "{doc}");
+    assert_eq!(ns[0]["netns"].as_u64(), Some(inode));
+    let expected = if kprobe_pmu() { "observed" } else { "inferred" };
+    assert_eq!(ns[0]["teardown"], expected, "{doc}");
+    let events: Vec<&str> = ns[0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"created"));
+    assert_eq!(events.last(), Some(&"cleanup_end"));
+    assert_eq!(doc["verdict"]["exit_code"], 0);
+    assert!(doc["kernel"]["release"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+    std::fs::remove_file(&report).unwrap();
+}
+
+/// `run`: a failing command gives status 4 (its own status is in the
+/// report), distinct from a tracer error (1) and from success.
+#[test]
+fn run_passes_a_command_failure_through() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    let out = Command::new(BIN)
+        .args(["--json", "run", "--", "sh", "-c", "unshare -n true; exit 3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
+    let lines = json_lines(&out.stdout);
+    let doc = lines.last().unwrap();
+    assert_eq!(doc["type"], "run_report");
+    assert_eq!(doc["command"]["exit_code"], 3);
+    assert_eq!(doc["verdict"]["command_failed"], true);
+    assert_eq!(doc["verdict"]["exit_code"], 4);
+    assert_eq!(doc["namespaces"].as_array().unwrap().len(), 1, "{doc}");
+    // A command that cannot be started is the tracer's error: one sentence.
+    let out = Command::new(BIN)
+        .args(["run", "--", "/nonexistent/cmd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("netns-trace: cannot run /nonexistent/cmd")),
+        "{err}"
+    );
+}
+
+/// One HTTP GET over a real TCP connection; returns (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// `--metrics-addr`: scraped over HTTP, the counters follow what the
+/// tracer sees (a namespace created after the first scrape).
+#[test]
+fn metrics_are_scraped_over_http() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    let ready = std::env::temp_dir().join(format!("nt-host-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(BIN)
+        .args([
+            "--json",
+            "--duration",
+            "20",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tracer never became ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The ready file names the bound address (port 0 picked a free one).
+    let text = std::fs::read_to_string(&ready).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics http://"))
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in the ready file: {text:?}"))
+        .to_string();
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let before = metric(&body, "netns_trace_netns_created_total").expect(&body);
+    assert!(
+        metric(&body, "netns_trace_hooks_attached").unwrap() >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "netns_trace_degraded"),
+        Some(if kprobe_pmu() { 0.0 } else { 1.0 })
+    );
+    assert!(body.contains("# TYPE netns_trace_netns_teardown_duration_seconds histogram"));
+    assert!(body.contains("netns_trace_ringbuf_drops_total"));
+    assert!(body.ends_with("# EOF\n"));
+    let made = Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The event arrives asynchronously: scrape until it is counted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(&addr, "/metrics");
+        let now = metric(&body, "netns_trace_netns_created_total").unwrap();
+        if now >= before + 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "creation never counted: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = http_get(&addr, "/other");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    // A port that is taken: one sentence, exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["--duration", "1", "--metrics-addr", &port])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--metrics-addr {port}: cannot listen")),
+        "{err}"
+    );
+}

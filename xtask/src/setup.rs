@@ -22,7 +22,13 @@ const APT_PACKAGES: &[&str] = &[
     "dwarves",
     "kmod",
     "bpftool",
+    // A venv for the Kubernetes manifest validator (kubernetes-validate).
+    "python3-venv",
 ];
+
+/// Validates deploy/*.yaml against the official Kubernetes schema; the
+/// schemas ship inside the package, so it runs offline once installed.
+pub const KUBE_VALIDATE_VERSION: &str = "1.37.0";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -30,11 +36,45 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     rust_toolchain()?;
     bpf_linker()?;
+    kube_validator()?;
     for (short, _) in KERNELS {
         ensure_kernel(short)?;
     }
     println!("setup: done");
     Ok(())
+}
+
+/// The kubernetes-validate executable in its venv under .cache.
+pub fn kube_validator_bin() -> PathBuf {
+    cache_dir().join("kube-validate/bin/kubernetes-validate")
+}
+
+/// kubernetes-validate from PyPI into .cache/kube-validate (a venv of the
+/// system Python, so nothing else on the machine changes).
+fn kube_validator() -> Result<()> {
+    let bin = kube_validator_bin();
+    let venv = cache_dir().join("kube-validate");
+    if let Ok(v) = output_of(Command::new(&bin).arg("--version")) {
+        if v.trim() == KUBE_VALIDATE_VERSION {
+            println!("setup: kubernetes-validate {KUBE_VALIDATE_VERSION} already installed");
+            return Ok(());
+        }
+    }
+    println!(
+        "setup: installing kubernetes-validate {KUBE_VALIDATE_VERSION} into {}",
+        venv.display()
+    );
+    run_cmd(
+        Command::new("/usr/bin/python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv),
+    )?;
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .arg(format!("kubernetes-validate=={KUBE_VALIDATE_VERSION}")),
+    )
 }
 
 pub fn repo_root() -> PathBuf {

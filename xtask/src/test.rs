@@ -25,9 +25,58 @@ pub fn run(skip_vm: bool) -> Result<()> {
     ])?;
     // Release, like the binary the VM tests run: one build serves both.
     cargo(&["test", "--release"])?;
+    validate_manifests()?;
     if skip_vm {
         println!("test: --skip-vm given: real-kernel tests NOT run");
         return Ok(());
     }
     crate::vm::run(crate::vm::VmTestArgs::all())
+}
+
+/// The Kubernetes version the manifests are checked against.
+const KUBE_VERSION: &str = "1.33.0";
+
+/// deploy/daemonset.yaml against the official Kubernetes schema (strict:
+/// unknown fields fail), and a broken copy of it must fail, so a validator
+/// that accepts anything cannot pass this step.
+pub fn validate_manifests() -> Result<()> {
+    use anyhow::{bail, Context as _};
+    let bin = crate::setup::kube_validator_bin();
+    if !bin.exists() {
+        bail!("{} is missing: run `cargo xtask setup`", bin.display());
+    }
+    let manifest = repo_root().join("deploy/daemonset.yaml");
+    let validate = |path: &std::path::Path| -> Result<std::process::Output> {
+        Command::new(&bin)
+            .args(["--strict", "--kubernetes-version", KUBE_VERSION])
+            .arg(path)
+            .output()
+            .with_context(|| format!("running {}", bin.display()))
+    };
+    println!("test: kubernetes-validate --strict -k {KUBE_VERSION} deploy/daemonset.yaml");
+    let out = validate(&manifest)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!(
+            "deploy/daemonset.yaml does not validate: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&manifest)?;
+    let broken = text.replacen("hostPID: true", "hostPID: true\n      hostPIDs: true", 1);
+    if broken == text {
+        bail!("deploy/daemonset.yaml has no `hostPID: true`");
+    }
+    let tmp = std::env::temp_dir().join(format!("nt-broken-{}.yaml", std::process::id()));
+    std::fs::write(&tmp, broken)?;
+    let out = validate(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    if out.status.success() {
+        bail!(
+            "kubernetes-validate accepted a manifest with an unknown field: it is not validating"
+        );
+    }
+    println!("test: a manifest with an unknown field is rejected, as it must be");
+    Ok(())
 }
