@@ -127,6 +127,24 @@ static int leak_netdev_event(struct notifier_block *nb, unsigned long event,
 
 static struct notifier_block leak_nb = { .notifier_call = leak_netdev_event };
 
+/* Writing 1 to /sys/module/netns_leak/parameters/release_now lets go at
+ * once (if lo is already unregistering): a test can release only after the
+ * tracer reported what it must see first, instead of racing a timer. */
+static int release_now_set(const char *val, const struct kernel_param *kp)
+{
+	bool now;
+	int err = kstrtobool(val, &now);
+
+	if (err)
+		return err;
+	if (now && READ_ONCE(release_scheduled))
+		mod_delayed_work(system_wq, &release_work, 0);
+	return 0;
+}
+static const struct kernel_param_ops release_now_ops = { .set = release_now_set };
+module_param_cb(release_now, &release_now_ops, NULL, 0200);
+MODULE_PARM_DESC(release_now, "write 1: release now (lo must be unregistering)");
+
 /* Pernet hook: closes the tcpsock sockets when their namespace dies, as real
  * kernel socket users do. cleanup_net runs every .exit before the
  * exit_batch that unregisters the devices; unregister_pernet_subsys (rmmod)

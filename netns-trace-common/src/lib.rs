@@ -38,6 +38,23 @@ pub mod kind {
     pub const WATCH_DONE: u32 = 13;
 }
 
+/// `Config::exact`: which devices get hardware watchpoints.
+pub mod exact_mode {
+    pub const OFF: u32 = 0;
+    /// Devices found in the unregister wait loop (the default).
+    pub const STUCK: u32 = 1;
+    /// Also every new loopback device (`--exact`).
+    pub const ALL: u32 = 2;
+}
+
+/// `ObjHold::found_by`.
+pub mod found_by {
+    /// Seen being created (it has a creation time, task and stack).
+    pub const TRACE: u32 = 0;
+    /// Found holding a stuck device by a walk of kernel tables.
+    pub const SCAN: u32 = 1;
+}
+
 /// `WatchTarget::why`: what made the kernel side ask for a watch.
 pub mod watch_why {
     /// A loopback device registered in a new namespace.
@@ -221,7 +238,8 @@ pub struct ObjHold {
     pub family: u32,
     /// Kernel stack id in the `STACKS` map; negative when not taken.
     pub stack_id: i32,
-    pub _pad: u32,
+    /// One of [`found_by`]: seen being created, or found by a scan.
+    pub found_by: u32,
     /// Neighbour primary key (IPv4: first 4 bytes; IPv6: 16).
     pub key: [u8; 16],
     pub dev_name: [u8; NAME_LEN],
@@ -355,6 +373,12 @@ pub struct Offsets {
     pub neigh_tbl: u32,
     pub neigh_key: u32,
     pub neigh_tbl_family: u32,
+    /// The neighbour hash (6.1-6.12 layout): `neighbour.next`,
+    /// `neigh_table.nht`, `neigh_hash_table.hash_buckets` / `hash_shift`.
+    pub neigh_next: u32,
+    pub tbl_nht: u32,
+    pub nht_buckets: u32,
+    pub nht_shift: u32,
     /// `offsetof(struct sock, __sk_common.skc_net.net)`, `(sock,
     /// sk_dst_cache)`; the byte and bit of the `sk_kern_sock` bitfield.
     pub sock_net: u32,
@@ -403,6 +427,10 @@ impl Offsets {
             neigh_tbl: Self::MISSING,
             neigh_key: Self::MISSING,
             neigh_tbl_family: Self::MISSING,
+            neigh_next: Self::MISSING,
+            tbl_nht: Self::MISSING,
+            nht_buckets: Self::MISSING,
+            nht_shift: Self::MISSING,
             sock_net: Self::MISSING,
             sock_dst_cache: Self::MISSING,
             sock_kern_byte: Self::MISSING,
@@ -445,8 +473,8 @@ pub struct Config {
     /// Address of `cleanup_net` (from kallsyms), to recognise its work
     /// item in the workqueue tracepoints (degraded mode).
     pub cleanup_net_addr: u64,
-    /// 1: `--exact`: report the refcount counters of new loopback devices
-    /// and of devices found waiting, for hardware watchpoints.
+    /// `exact_mode`: whose refcount counters to report for hardware
+    /// watchpoints (devices found waiting; with `--exact` new lo too).
     pub exact: u32,
     /// Possible CPUs (at most `WATCH_MAX_CPUS` are watched).
     pub nr_cpus: u32,

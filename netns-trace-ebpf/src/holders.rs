@@ -9,7 +9,9 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use netns_trace_common::{kind, obj_kind, release_reason, stat, ObjHold, ObjRelease, NAME_LEN};
+use netns_trace_common::{
+    found_by, kind, obj_kind, release_reason, stat, ObjHold, ObjRelease, NAME_LEN,
+};
 
 use crate::{
     kread::{
@@ -57,7 +59,7 @@ fn hold(
         obj_kind: kind_,
         family,
         stack_id: stack,
-        _pad: 0,
+        found_by: found_by::TRACE,
         key,
         dev_name: read::<[u8; NAME_LEN]>(dev, off!(dev_name))?,
     });

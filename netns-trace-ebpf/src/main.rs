@@ -10,6 +10,7 @@ mod kread;
 mod lifecycle;
 mod maps;
 mod rtnl;
+mod scan;
 mod sockets;
 mod unregister;
 mod watch;

@@ -4,13 +4,14 @@
 //! per CPU on them with `watch_hit` attached, then runs `watch_seed` once
 //! (BPF_PROG_TEST_RUN) to read the counters: every write after that is
 //! counted as +1/-1 with the writer's kernel stack.
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    macros::{perf_event, raw_tracepoint},
-    programs::{tracing::StackIdContext, PerfEventContext, RawTracePointContext},
-    EbpfContext as _,
+    macros::perf_event,
+    programs::{tracing::StackIdContext, PerfEventContext},
 };
 use netns_trace_common::{
-    kind, stat, watch_why, WatchDone, WatchHit, WatchTarget, NAME_LEN, WATCH_MAX_CPUS,
+    exact_mode, kind, stat, watch_why, WatchDone, WatchHit, WatchTarget, NAME_LEN, WATCH_MAX_CPUS,
 };
 
 use crate::{
@@ -22,7 +23,12 @@ use crate::{
 /// loader dedupes repeated requests.
 #[inline(always)]
 pub fn arm(dev: u64, why: u32) -> Result<(), Counted> {
-    if setting!(exact) == 0 || dev == 0 {
+    let mode = setting!(exact);
+    let wanted = match why {
+        watch_why::CREATED => exact_mode::ALL,
+        _ => exact_mode::STUCK,
+    };
+    if mode < wanted || dev == 0 {
         return Ok(());
     }
     counters(dev, why)
@@ -95,9 +101,13 @@ fn counters(dev: u64, why: u32) -> Result<(), Counted> {
 /// waiting device) is still in the wait loop. That guarantees its release
 /// (`WATCH_DONE`) is still to come.
 /// Returns 0, 1 (a kernel read failed) or 2 (the device is gone).
-#[raw_tracepoint(tracepoint = "netns_trace_watch_seed")]
-pub fn watch_seed(ctx: RawTracePointContext) -> i32 {
-    let args = ctx.as_ptr() as *const u64;
+///
+/// Written without `#[raw_tracepoint]`: that macro returns 0 whatever the
+/// function returns, and the loader reads this value (BPF_PROG_TEST_RUN).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp/netns_trace_watch_seed")]
+pub fn watch_seed(ctx: *mut c_void) -> i32 {
+    let args = ctx as *const u64;
     let (dev, inum, addr0, why) = unsafe {
         (
             *args,

@@ -184,8 +184,12 @@ pub struct CommonArgs {
     /// new loopback devices and of devices found waiting (every hold and
     /// release, with its kernel stack; at most 2 devices: debug registers
     /// are few)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_watchpoints")]
     pub exact: bool,
+    /// Never open hardware watchpoints (by default a device found stuck in
+    /// the unregister wait loop is watched, so its release is caught).
+    #[arg(long)]
+    pub no_watchpoints: bool,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +245,7 @@ pub struct TraceOptions {
     pub proc_root: PathBuf,
     pub dry_run: bool,
     pub exact: bool,
+    pub no_watchpoints: bool,
     pub metrics_addr: Option<SocketAddr>,
     pub color: ColorChoice,
 }
@@ -305,6 +310,7 @@ impl Cli {
                         proc_root: self.proc_root,
                         dry_run: false,
                         exact: r.common.exact,
+                        no_watchpoints: r.common.no_watchpoints,
                         metrics_addr: r.common.metrics_addr,
                         color: self.color,
                     },
@@ -336,6 +342,7 @@ impl Cli {
             proc_root: self.proc_root,
             dry_run: t.dry_run,
             exact: t.common.exact,
+            no_watchpoints: t.common.no_watchpoints,
             metrics_addr: t.common.metrics_addr,
             color: self.color,
         }))
@@ -523,6 +530,7 @@ mod tests {
                 proc_root: "/proc".into(),
                 dry_run: false,
                 exact: false,
+                no_watchpoints: false,
                 metrics_addr: None,
                 color: ColorChoice::Auto,
             }

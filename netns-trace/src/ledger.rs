@@ -7,7 +7,7 @@
 //! never hidden and attribution never exceeds the count.
 use std::collections::{HashMap, VecDeque};
 
-use netns_trace_common::{obj_kind, release_reason, ObjHold, ObjRelease, SockState};
+use netns_trace_common::{found_by, obj_kind, release_reason, ObjHold, ObjRelease, SockState};
 use serde::Serialize;
 
 use crate::events::cstr_lossy;
@@ -29,6 +29,8 @@ struct Object {
     pid: u32,
     comm: String,
     stack_id: i32,
+    /// Found by a scan of kernel tables: created before the tracer saw it.
+    scanned: bool,
 }
 
 /// A tracked socket (TCP state changes in non-initial namespaces).
@@ -150,6 +152,7 @@ impl Ledger {
     }
 
     pub fn on_hold(&mut self, ev: &ObjHold) {
+        let scanned = ev.found_by == found_by::SCAN;
         // A release of this address after this hold already arrived (the
         // two came from different CPUs): the hold is history.
         if self
@@ -174,10 +177,17 @@ impl Ledger {
                 dev: ev.dev,
                 family: ev.family,
                 key: ev.key,
-                created_ns: ev.hdr.ts_ns,
-                pid: ev.hdr.pid,
-                comm: cstr_lossy(&ev.hdr.comm),
+                // A scanned object's creation was not seen: no time, task
+                // or stack (the header is the scanning loader's).
+                created_ns: if scanned { 0 } else { ev.hdr.ts_ns },
+                pid: if scanned { 0 } else { ev.hdr.pid },
+                comm: if scanned {
+                    String::new()
+                } else {
+                    cstr_lossy(&ev.hdr.comm)
+                },
                 stack_id: ev.stack_id,
+                scanned,
             },
         );
     }
@@ -328,7 +338,7 @@ impl Ledger {
                 comm: o.comm.clone(),
                 stack_id: o.stack_id,
                 stack: Vec::new(),
-                found_by: "trace",
+                found_by: if o.scanned { "scan" } else { "trace" },
                 socket: if o.kind == obj_kind::DST {
                     self.socket_of(addr).cloned()
                 } else {

@@ -4,8 +4,10 @@
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
 mod probes;
+mod scan;
 mod serve;
 mod stacks;
+mod testrun;
 mod trace;
 mod watch;
 
@@ -146,6 +148,7 @@ mod doctor {
             proc_root: "/proc".into(),
             dry_run: false,
             exact: false,
+            no_watchpoints: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
         };

@@ -66,6 +66,9 @@ pub enum Record {
     DevReleased(DevWaitRec),
     Socket(SocketRec),
     Watch(WatchRec),
+    /// The holder scan of kernel tables, run when a device is first found
+    /// stuck.
+    Scan(ScanRec),
     Lost(LostRec),
     Attach(AttachRec),
     Summary(SummaryRec),
@@ -238,6 +241,31 @@ pub struct WatchRec {
     pub dev: u64,
     #[serde(flatten)]
     pub state: WatchState,
+}
+
+/// What a holder scan walked (its finds are holders `found_by: "scan"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScanRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    /// The stuck devices it looked for.
+    pub devices: Vec<String>,
+    pub tables: Vec<TableScan>,
+    /// Kinds of holders it does not walk.
+    pub not_scanned: Vec<&'static str>,
+    /// Why there was no scan at all (the kernel's layout, hidden symbols).
+    pub unavailable: Option<String>,
+}
+
+/// One neighbour table walked by the scan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableScan {
+    pub table: &'static str,
+    /// Hash buckets walked.
+    pub buckets: u32,
+    /// Entries were left out (a long chain, or a huge table).
+    pub truncated: bool,
+    pub error: Option<String>,
 }
 
 /// `watch.state`: the life of a device's watchpoints.
@@ -821,6 +849,33 @@ pub fn human(rec: &Record) -> String {
             };
             line(r.time_ns, "watch", &r.netns.to_string(), "-", "-", &d)
         }
+        Record::Scan(r) => {
+            let d = match &r.unavailable {
+                Some(why) => format!("holder scan not possible: {}", escape(why)),
+                None => {
+                    let tables: Vec<String> = r
+                        .tables
+                        .iter()
+                        .map(|t| match &t.error {
+                            Some(e) => format!("{} failed ({})", t.table, escape(e)),
+                            None => format!(
+                                "{} {} buckets{}",
+                                t.table,
+                                t.buckets,
+                                if t.truncated { " (truncated)" } else { "" }
+                            ),
+                        })
+                        .collect();
+                    format!(
+                        "holders of {} searched in {}; not searched: {}",
+                        escape(&r.devices.join(", ")),
+                        tables.join(", "),
+                        r.not_scanned.join(", ")
+                    )
+                }
+            };
+            line(r.time_ns, "scan", "-", "-", "-", &d)
+        }
         Record::Socket(r) => {
             let d = format!(
                 "{} {} -> {} {}->{}{} dst={}",
@@ -976,6 +1031,7 @@ impl Record {
             Record::DevWait(r) | Record::DevReleased(r) => r.time_ns,
             Record::Socket(r) => r.time_ns,
             Record::Watch(r) => r.time_ns,
+            Record::Scan(r) => r.time_ns,
             Record::Lost(r) => r.time_ns,
             Record::Attach(_) | Record::Summary(_) => return None,
         })

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use netns_trace_common::{create_source, dev_wait_flags, phase, Header};
+use netns_trace_common::{create_source, dev_wait_flags, phase, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
 use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
@@ -16,8 +16,8 @@ use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     CleanupNetRec, DevWaitRec, ExactRec, HolderRec, LostCounts, LostRec, NetnsCreateRec,
-    NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, SiteRec, SocketBrief, SocketRec,
-    StillWaiting, SummaryRec, WatchRec, WatchState,
+    NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec, SocketBrief, SocketRec,
+    StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
 };
 use netns_trace_common::WatchTarget;
 
@@ -80,6 +80,8 @@ struct Device {
     pid: u32,
     /// Holders last shown in the human block (objects' addresses).
     shown: Vec<u64>,
+    /// The last report from the kernel, to report again after a scan.
+    last: DevWait,
 }
 
 #[derive(Debug)]
@@ -103,6 +105,8 @@ pub struct Session {
     ledger: Ledger,
     exact: ExactLedger,
     resolver: Option<StackResolver>,
+    /// A device was first found stuck since the last scan.
+    scan_wanted: bool,
 }
 
 fn comm(h: &Header) -> String {
@@ -119,6 +123,7 @@ impl Session {
             ledger,
             exact,
             resolver: None,
+            scan_wanted: false,
             cfg,
             scope,
             namespaces: HashMap::new(),
@@ -258,6 +263,49 @@ impl Session {
             &e.name,
             WatchState::Evicted { reason },
         )
+    }
+
+    /// Should the loader scan for holders now (a device newly stuck)?
+    pub fn take_scan_request(&mut self) -> bool {
+        std::mem::take(&mut self.scan_wanted)
+    }
+
+    /// The record of a holder scan (`tables`), or of why none was possible.
+    pub fn scan_record(
+        &self,
+        now_ktime_ns: u64,
+        tables: Vec<TableScan>,
+        unavailable: Option<String>,
+        not_scanned: &[&'static str],
+    ) -> Record {
+        let mut devices: Vec<String> = self
+            .devices
+            .values()
+            .map(|d| format!("{} of netns {}", d.name, d.netns))
+            .collect();
+        devices.sort();
+        Record::Scan(ScanRec {
+            time_ns: self.rel(now_ktime_ns),
+            devices,
+            tables,
+            not_scanned: not_scanned.to_vec(),
+            unavailable,
+        })
+    }
+
+    /// Reports every waiting device again, now, with what the ledger knows
+    /// (after a scan added holders), without waiting for the kernel's next
+    /// poll of the wait loop.
+    pub fn refresh(&mut self, now_ktime_ns: u64) -> Vec<Record> {
+        let mut lasts: Vec<DevWait> = self.devices.values().map(|d| d.last).collect();
+        lasts.sort_by_key(|e| e.dev);
+        lasts
+            .into_iter()
+            .filter_map(|mut e| {
+                e.hdr.ts_ns = now_ktime_ns.max(e.hdr.ts_ns);
+                self.on_event(Event::DevWait(e))
+            })
+            .collect()
     }
 
     /// Is `dev` watched?
@@ -485,6 +533,11 @@ impl Session {
                 let exact_rec = self.exact_report(e.dev);
                 let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
                 let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
+                // First sighting of a stuck device: its older holders can
+                // only be found by walking kernel tables.
+                if !self.devices.contains_key(&e.dev) && e.flags & dev_wait_flags::RELEASED == 0 {
+                    self.scan_wanted = true;
+                }
                 let rec = DevWaitRec {
                     holders,
                     attributed,
@@ -521,6 +574,7 @@ impl Session {
                         since_ns: since,
                         pid: e.hdr.pid,
                         shown: ids,
+                        last: e,
                     },
                 );
                 Some(Record::DevWait(rec))
@@ -535,6 +589,14 @@ impl Session {
                 Some(self.watch_rec(d.hdr.ts_ns, d.dev, inum, &name, WatchState::Disarmed))
             }
             Event::WatchHit(h) => {
+                log::debug!(
+                    "watch hit {:#x} value {} delta {} by {} ({})",
+                    h.addr,
+                    h.value,
+                    h.delta,
+                    h.hdr.pid,
+                    cstr_lossy(&h.hdr.comm)
+                );
                 if self.exact.watches_addr(h.addr) {
                     let path = match (&mut self.resolver, h.stack_id >= 0) {
                         (Some(r), true) => r.0.call_path(h.stack_id),

@@ -4,7 +4,7 @@
 //! unknown address triggers one re-read of /proc/kallsyms (at most once a
 //! second).
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -19,6 +19,7 @@ pub struct StackResolver {
     reloaded: Option<Instant>,
     cache: HashMap<i32, Vec<String>>,
     paths: HashMap<i32, CallPath>,
+    unknowable: HashSet<u64>,
 }
 
 impl Stacks for StackResolver {
@@ -49,6 +50,7 @@ impl StackResolver {
             reloaded: None,
             cache: HashMap::new(),
             paths: HashMap::new(),
+            unknowable: HashSet::new(),
         }
     }
 
@@ -85,16 +87,28 @@ impl StackResolver {
 
     /// Re-reads /proc/kallsyms (at most once a second) when an address is
     /// in no known symbol: a module loaded after start-up.
+    /// An address still unknown after a re-read (a trampoline, BPF code)
+    /// never triggers another: parsing kallsyms is the loader's most
+    /// expensive step.
     fn reload_if_unknown(&mut self, ips: &[u64]) {
-        let unknown = ips.iter().any(|ip| self.symbols.lookup(*ip).is_none());
+        let unknown: Vec<u64> = ips
+            .iter()
+            .copied()
+            .filter(|ip| self.symbols.lookup(*ip).is_none() && !self.unknowable.contains(ip))
+            .collect();
         let may_reload = self
             .reloaded
             .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
-        if unknown && may_reload {
+        if !unknown.is_empty() && may_reload {
             if let Ok(text) = std::fs::read_to_string("/proc/kallsyms") {
                 self.symbols = Symbols::parse(&text);
             }
             self.reloaded = Some(Instant::now());
+            self.unknowable.extend(
+                unknown
+                    .into_iter()
+                    .filter(|ip| self.symbols.lookup(*ip).is_none()),
+            );
         }
     }
 

@@ -22,7 +22,7 @@ use netns_trace::{
     report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
     session::{Session, SessionConfig},
 };
-use netns_trace_common::{mode, stat, Config, Offsets};
+use netns_trace_common::{exact_mode, mode, stat, Config, Offsets};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -61,13 +61,19 @@ pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, V
     config.cleanup_net_addr = prepared.plan.cleanup_net_addr().unwrap_or(0);
     config.init_netns_inum = init_netns_inum(&opts.proc_root);
     config.nr_cpus = possible_cpus();
-    if opts.exact {
-        config.exact = 1;
-        config.per_cpu_offset_addr = prepared
-            .symbols
-            .any_address_of("__per_cpu_offset")
-            .unwrap_or(0);
-    }
+    // Watchpoints: every new lo with --exact; otherwise only devices found
+    // stuck (their release is caught), unless --no-watchpoints.
+    config.exact = if opts.exact {
+        exact_mode::ALL
+    } else if opts.no_watchpoints {
+        exact_mode::OFF
+    } else {
+        exact_mode::STUCK
+    };
+    config.per_cpu_offset_addr = prepared
+        .symbols
+        .any_address_of("__per_cpu_offset")
+        .unwrap_or(0);
     (offsets, config, missing)
 }
 
@@ -183,13 +189,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         log::warn!("BTF: {m}");
     }
     let mut exact_reason = None;
-    if opts.exact {
+    if config.exact != exact_mode::OFF {
         if let Some(why) = exact_unavailable(&prepared, &offsets, &config) {
-            eprintln!(
-                "netns-trace: --exact is not available here: {why}; tracing without watchpoints"
-            );
-            config.exact = 0;
-            exact_reason = Some(format!("--exact: {why}"));
+            if opts.exact {
+                eprintln!(
+                    "netns-trace: --exact is not available here: {why}; tracing without watchpoints"
+                );
+                exact_reason = Some(format!("--exact: {why}"));
+            } else {
+                log::info!("watchpoints on stuck devices are not available here: {why}");
+            }
+            config.exact = exact_mode::OFF;
         }
     }
     if run.is_some() {
@@ -198,16 +208,23 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         config.filter_enabled = 1;
     }
     let mut ebpf = load_programs(&offsets, &config)?;
+    // Incident mode: the holder scan when a device is first found stuck.
+    let scanner = crate::scan::Scanner::load(&mut ebpf, &prepared.symbols, &offsets)
+        .map_err(|e| format!("{e:#}"));
+    if let Err(why) = &scanner {
+        log::info!("holder scan unavailable: {why}");
+    }
     let mut watcher = None;
-    if config.exact == 1 {
+    if config.exact != exact_mode::OFF {
         match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
             Ok(w) => watcher = Some(w),
-            Err(err) => {
+            Err(err) if opts.exact => {
                 eprintln!(
                     "netns-trace: --exact: the kernel refused the watchpoint program: {err:#}"
                 );
                 exact_reason = Some(format!("--exact: watchpoint program refused: {err:#}"));
             }
+            Err(err) => log::info!("watchpoints on stuck devices: program refused: {err:#}"),
         }
     }
 
@@ -358,6 +375,20 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
+                if session.take_scan_request() {
+                    let (tables, why) = match &scanner {
+                        Ok(s) => (s.scan(), None),
+                        Err(why) => (Vec::new(), Some(why.clone())),
+                    };
+                    let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
+                    out.write(&rec)?;
+                    // The finds are in the ring now: take them in and
+                    // report the stuck devices with them at once.
+                    drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
+                    for rec in session.refresh(ktime_now()) {
+                        out.write(&rec)?;
+                    }
+                }
                 guard.clear_ready();
             }
             _ = tick.tick() => {

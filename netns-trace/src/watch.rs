@@ -42,28 +42,6 @@ struct PerfEventAttr {
     reserved_2: u16,
 }
 
-/// The `test` member of `union bpf_attr` (BPF_PROG_TEST_RUN).
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
-}
-
 const PERF_TYPE_BREAKPOINT: u32 = 5;
 const HW_BREAKPOINT_W: u32 = 2;
 const HW_BREAKPOINT_LEN_4: u64 = 4;
@@ -78,8 +56,6 @@ const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 pub const BUDGET: usize = 2;
 
 const GONE: &str = "the device was already gone when the request was handled";
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 struct Device {
     dev: u64,
@@ -273,29 +249,10 @@ impl Watcher {
     fn seed(&self, t: &WatchTarget, ncpu: usize) -> Result<Vec<i32>, String> {
         let (dev, inum) = (t.dev, t.inum);
         let ctx = [dev, u64::from(inum), t.addrs[0], u64::from(t.why)];
-        let mut attr = TestRunAttr {
-            prog_fd: self.seed_fd as u32,
-            ctx_size_in: std::mem::size_of_val(&ctx) as u32,
-            ctx_in: ctx.as_ptr() as u64,
-            ..TestRunAttr::default()
-        };
-        // SAFETY: attr is a valid BPF_PROG_TEST_RUN attr that outlives the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                std::mem::size_of::<TestRunAttr>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "reading the counters (watch_seed, BPF_PROG_TEST_RUN): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        log::debug!("watch_seed({dev:#x}, {inum}) returned {}", attr.retval);
-        match attr.retval {
+        let retval = crate::testrun::run(self.seed_fd, &ctx)
+            .map_err(|e| format!("reading the counters (watch_seed): {e}"))?;
+        log::debug!("watch_seed({dev:#x}, {inum}) returned {retval}");
+        match retval {
             0 => {
                 let values = self
                     .seeded
@@ -372,15 +329,5 @@ mod tests {
     #[test]
     fn attr_is_ver6_sized() {
         assert_eq!(std::mem::size_of::<super::PerfEventAttr>(), 112);
-    }
-
-    #[test]
-    fn test_run_attr_matches_the_uapi_layout() {
-        // ctx_in at 48, flags at 64, batch_size at 72 (linux/bpf.h).
-        let a = super::TestRunAttr::default();
-        let base = &a as *const _ as usize;
-        assert_eq!(&a.ctx_in as *const _ as usize - base, 48);
-        assert_eq!(&a.flags as *const _ as usize - base, 64);
-        assert_eq!(&a.batch_size as *const _ as usize - base, 72);
     }
 }

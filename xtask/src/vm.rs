@@ -269,7 +269,7 @@ case "$scenario" in
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
-  late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 9000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
     # module pins lo of a dying namespace (the JSON run drives the scenario).

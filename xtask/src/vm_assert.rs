@@ -482,15 +482,47 @@ pub fn check_late(run: &Run) -> Result<String, String> {
             "attributed + unattributed != usage count - 1 in {bad}"
         ));
     }
-    if !run
-        .of_type("dev_released")
-        .any(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+    // The holder scan ran when lo was found stuck: it walked both
+    // neighbour tables and says what it does not walk. (It cannot find the
+    // module's neighbour: the kernel unlinks a dying device's neighbours
+    // from the tables, neigh_flush_dev; a holder it does report must be a
+    // real neighbour on lo.)
+    let scan = run
+        .of_type("scan")
+        .next()
+        .ok_or("no scan record after lo was found stuck")?;
+    let walked = scan["tables"].as_array().map_or(0, |ts| {
+        ts.iter()
+            .filter(|t| t["error"].is_null() && t["buckets"].as_u64().unwrap_or(0) > 0)
+            .count()
+    });
+    if walked != 2 || scan["not_scanned"].as_array().is_none_or(|a| a.is_empty()) {
+        return Err(format!("scan did not walk arp_tbl and nd_tbl: {scan}"));
+    }
+    if let Some(bad) = waits
+        .iter()
+        .flat_map(|v| v["holders"].as_array().into_iter().flatten())
+        .find(|h| h["found_by"] == "scan" && h["kind"] != "neighbour")
     {
-        return Err("no dev_released for lo".into());
+        return Err(format!("scan reported a non-neighbour: {bad}"));
+    }
+    // The watchpoint armed on the stuck lo catches who lets go.
+    let released = run
+        .of_type("dev_released")
+        .find(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+        .ok_or("no dev_released for lo")?;
+    // The module destroys its neighbour from a work item: the stack of
+    // that last release goes through neigh_destroy and the module.
+    let last = released["exact"]["last_release"]["stack"].to_string();
+    if !last.contains("neigh_destroy") || !last.contains("[netns_leak]") {
+        return Err(format!(
+            "last release not the module's neighbour: {}",
+            released["exact"]
+        ));
     }
     Ok(format!(
-        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, release seen",
-        waits.len()
+        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, scan walked arp_tbl and nd_tbl, watchpoints armed, released through neigh_destroy <- the module",
+        waits.len(),
     ))
 }
 

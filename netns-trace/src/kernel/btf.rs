@@ -67,6 +67,18 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
         Ok(value) => offsets.netreg_unregistered = value,
         Err(err) => missing.push(format!("NETREG_UNREGISTERED: {err:#}")),
     }
+    // The neighbour scan is optional (6.13 changed the hash to hlists):
+    // without these it is reported as not done, nothing degrades.
+    for (slot, strukt, name) in [
+        (&mut offsets.neigh_next, "neighbour", "next"),
+        (&mut offsets.tbl_nht, "neigh_table", "nht"),
+        (&mut offsets.nht_buckets, "neigh_hash_table", "hash_buckets"),
+        (&mut offsets.nht_shift, "neigh_hash_table", "hash_shift"),
+    ] {
+        if let Ok(off) = byte_offset(btf, strukt, &[name]) {
+            *slot = off;
+        }
+    }
     (offsets, missing)
 }
 

@@ -121,6 +121,22 @@ fn main() {
                 {
                     facts["first_report_ms"] = json!(attached.elapsed().as_millis() as u64);
                 }
+
+                // Let go only once the watchpoints on the stuck lo are
+                // armed, so its release is caught (the module's timer is
+                // long: this write is what releases it).
+                if t.lines.wait_for(timeout, |l| {
+                    l.iter()
+                        .any(|v| has(v, "watch", inode) && v["state"] == "armed")
+                }) {
+                    if let Err(e) =
+                        std::fs::write("/sys/module/netns_leak/parameters/release_now", "1")
+                    {
+                        add_error(facts, &format!("release_now: {e}"));
+                    }
+                } else {
+                    add_error(facts, "the tracer never armed watchpoints on the stuck lo");
+                }
                 await_teardown(t, facts, &mode, inode, true, timeout);
             })
         }
