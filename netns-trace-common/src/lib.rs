@@ -36,6 +36,9 @@ pub mod kind {
     pub const WATCH_HIT: u32 = 11;
     /// A watched device's refcount reached "free": disarm (`WatchDone`).
     pub const WATCH_DONE: u32 = 13;
+    /// A task in uninterruptible sleep, from the task iterator
+    /// (`BlockedTask`).
+    pub const BLOCKED_TASK: u32 = 14;
 }
 
 /// `Config::exact`: which devices get hardware watchpoints.
@@ -323,6 +326,25 @@ pub struct WatchHit {
     pub _pad: u32,
 }
 
+/// Most frames of a blocked task's kernel stack that are kept.
+pub const BLOCKED_FRAMES: usize = 24;
+
+/// A task in uninterruptible sleep (`TASK_UNINTERRUPTIBLE`), seen by the
+/// task iterator. The header names the task itself (not the iterating
+/// one); `hdr.ts_ns` is when it was seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockedTask {
+    pub hdr: Header,
+    /// `task_struct.__state`.
+    pub state: u32,
+    /// Valid entries in `ips` (innermost first).
+    pub nr: u32,
+    /// `se.exec_start`: when it last ran (scheduler clock, ns).
+    pub last_ran_ns: u64,
+    pub ips: [u64; BLOCKED_FRAMES],
+}
+
 /// A watched device is free (its refcount read as the free value).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -379,6 +401,12 @@ pub struct Offsets {
     pub tbl_nht: u32,
     pub nht_buckets: u32,
     pub nht_shift: u32,
+    /// The task iterator: `task_struct.__state`, `.pid`, `.comm`,
+    /// `.se.exec_start`.
+    pub task_state: u32,
+    pub task_pid: u32,
+    pub task_comm: u32,
+    pub task_exec_start: u32,
     /// `offsetof(struct sock, __sk_common.skc_net.net)`, `(sock,
     /// sk_dst_cache)`; the byte and bit of the `sk_kern_sock` bitfield.
     pub sock_net: u32,
@@ -431,6 +459,10 @@ impl Offsets {
             tbl_nht: Self::MISSING,
             nht_buckets: Self::MISSING,
             nht_shift: Self::MISSING,
+            task_state: Self::MISSING,
+            task_pid: Self::MISSING,
+            task_comm: Self::MISSING,
+            task_exec_start: Self::MISSING,
             sock_net: Self::MISSING,
             sock_dst_cache: Self::MISSING,
             sock_kern_byte: Self::MISSING,
@@ -522,6 +554,7 @@ pub const fn event_size(kind: u32) -> Option<usize> {
         kind::WATCH_TARGET => Some(size_of::<WatchTarget>()),
         kind::WATCH_HIT => Some(size_of::<WatchHit>()),
         kind::WATCH_DONE => Some(size_of::<WatchDone>()),
+        kind::BLOCKED_TASK => Some(size_of::<BlockedTask>()),
         _ => None,
     }
 }

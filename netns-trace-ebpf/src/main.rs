@@ -12,6 +12,7 @@ mod maps;
 mod rtnl;
 mod scan;
 mod sockets;
+mod tasks;
 mod unregister;
 mod watch;
 

@@ -9,9 +9,9 @@ use std::fmt;
 use std::mem::size_of;
 
 use netns_trace_common::{
-    create_source, event_size, kind, obj_kind, phase, release_reason, CleanupNet, DevWait, Header,
-    NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo, SockState, WatchDone,
-    WatchHit, WatchTarget,
+    create_source, event_size, kind, obj_kind, phase, release_reason, BlockedTask, CleanupNet,
+    DevWait, Header, NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo,
+    SockState, WatchDone, WatchHit, WatchTarget,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub enum Event {
     WatchTarget(Box<WatchTarget>),
     WatchHit(WatchHit),
     WatchDone(WatchDone),
+    /// Boxed: 24 stack frames.
+    BlockedTask(Box<BlockedTask>),
 }
 
 impl Event {
@@ -46,6 +48,7 @@ impl Event {
             Event::WatchTarget(e) => &e.hdr,
             Event::WatchHit(e) => &e.hdr,
             Event::WatchDone(e) => &e.hdr,
+            Event::BlockedTask(e) => &e.hdr,
         }
     }
 }
@@ -160,6 +163,16 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::WATCH_HIT => Event::WatchHit(read(buf)?),
         kind::WATCH_DONE => Event::WatchDone(read(buf)?),
+        kind::BLOCKED_TASK => {
+            let e: BlockedTask = read(buf)?;
+            if e.nr as usize > netns_trace_common::BLOCKED_FRAMES {
+                return Err(DecodeError::BadField {
+                    field: "nr",
+                    value: e.nr.into(),
+                });
+            }
+            Event::BlockedTask(Box::new(e))
+        }
         // event_size() knew the kind, so this arm is a new kind added to
         // the common crate but not here yet.
         k => return Err(DecodeError::UnknownKind(k)),

@@ -7,6 +7,7 @@ mod probes;
 mod scan;
 mod serve;
 mod stacks;
+mod tasks;
 mod testrun;
 mod trace;
 mod watch;

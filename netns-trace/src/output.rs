@@ -69,6 +69,11 @@ pub enum Record {
     /// The holder scan of kernel tables, run when a device is first found
     /// stuck.
     Scan(ScanRec),
+    /// A task blocked in namespace creation or teardown, or behind it.
+    Blocked(BlockedRec),
+    /// Once, shortly after attaching: what is stuck, since when, who is
+    /// blocked behind it, who holds it.
+    Incident(IncidentRec),
     Lost(LostRec),
     Attach(AttachRec),
     Summary(SummaryRec),
@@ -241,6 +246,35 @@ pub struct WatchRec {
     pub dev: u64,
     #[serde(flatten)]
     pub state: WatchState,
+}
+
+/// A task in uninterruptible sleep whose stack is in namespace creation
+/// or teardown, or waits for their locks (the task iterator).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockedRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Why it matters (see `blocked::classify`).
+    pub reason: &'static str,
+    /// Seconds since it last ran on a CPU (the scheduler's clock): how
+    /// long it has been blocked, at least for this sleep.
+    pub blocked_s: Option<f64>,
+    /// Its kernel stack, innermost first.
+    pub stack: Vec<String>,
+}
+
+/// The incident view: the state found on attaching, in one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentRec {
+    #[serde(rename = "time", serialize_with = "secs3")]
+    pub time_ns: u64,
+    /// Devices in the unregister wait loop, as `dev_wait` reports them.
+    pub stuck: Vec<DevWaitRec>,
+    /// Tasks blocked in namespace creation or teardown, or behind them.
+    pub blocked: Vec<BlockedRec>,
 }
 
 /// What a holder scan walked (its finds are holders `found_by: "scan"`).
@@ -683,6 +717,92 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
     out
 }
 
+/// Human output only: the incident view is the first screen after the
+/// attach table. Records that arrive before it are held back; those it
+/// summarises (stuck devices, blocked tasks, scans, watchpoints) are then
+/// dropped from the human stream, the others follow it. JSON shows every
+/// record in order and does not use this.
+#[derive(Debug, Default)]
+pub struct IncidentGate {
+    held: Vec<Record>,
+    open: bool,
+}
+
+impl IncidentGate {
+    /// The records to render now, in order, given the next one.
+    pub fn admit(&mut self, rec: Record) -> Vec<Record> {
+        if self.open {
+            return vec![rec];
+        }
+        match rec {
+            Record::Attach(_) => vec![rec],
+            Record::Incident(_) => {
+                self.open = true;
+                let mut out = vec![rec];
+                out.extend(std::mem::take(&mut self.held).into_iter().filter(|r| {
+                    !matches!(
+                        r,
+                        Record::DevWait(_)
+                            | Record::Blocked(_)
+                            | Record::Scan(_)
+                            | Record::Watch(_)
+                    )
+                }));
+                out
+            }
+            // Stopped before the view: everything held, then the summary.
+            Record::Summary(_) => {
+                self.open = true;
+                let mut out = std::mem::take(&mut self.held);
+                out.push(rec);
+                out
+            }
+            other => {
+                self.held.push(other);
+                vec![]
+            }
+        }
+    }
+}
+
+/// The incident view: one screen before the live stream.
+fn incident_screen(r: &IncidentRec) -> String {
+    let mut out = vec![format!(
+        "=== incident view, {:.2}s after start: what is stuck, since when, who waits, who holds it ===",
+        r.time_ns as f64 / 1e9
+    )];
+    if r.stuck.is_empty() {
+        out.push("STUCK    nothing: no device is in the unregister wait loop".into());
+    }
+    for d in &r.stuck {
+        // The holder block, its first line (device, count, wait) as STUCK.
+        let block = holder_block(d);
+        for (i, l) in block.lines().enumerate() {
+            let l = l.trim_start_matches(' ');
+            out.push(if i == 0 {
+                format!("STUCK    {l}")
+            } else {
+                format!("           {l}")
+            });
+        }
+    }
+    if r.blocked.is_empty() {
+        out.push("BLOCKED  nobody: no task is blocked in namespace creation or teardown".into());
+    }
+    for b in &r.blocked {
+        out.push(format!(
+            "BLOCKED  pid {} ({}): {}{}",
+            b.pid,
+            escape(&b.comm),
+            b.reason,
+            b.blocked_s
+                .map_or(String::new(), |s| format!(", blocked {s:.1}s"))
+        ));
+    }
+    out.push("=== live stream ===".into());
+    out.join("\n")
+}
+
 /// The holder block under a `dev_wait` line: who holds the device.
 fn holder_block(r: &DevWaitRec) -> String {
     const IND: &str = "         ";
@@ -848,6 +968,21 @@ pub fn human(rec: &Record) -> String {
                 WatchState::Disarmed => format!("{dev} freed: watchpoints closed"),
             };
             line(r.time_ns, "watch", &r.netns.to_string(), "-", "-", &d)
+        }
+        Record::Incident(r) => incident_screen(r),
+        Record::Blocked(r) => {
+            let mut d = r.reason.to_string();
+            if let Some(s) = r.blocked_s {
+                d += &format!(", blocked {s:.1}s");
+            }
+            let first = line(r.time_ns, "blocked", "-", &r.pid.to_string(), &r.comm, &d);
+            let frames: Vec<String> = r
+                .stack
+                .iter()
+                .take(STACK_FRAMES)
+                .map(|f| escape(f))
+                .collect();
+            format!("{first}\n           stack: {}", frames.join(" <- "))
         }
         Record::Scan(r) => {
             let d = match &r.unavailable {
@@ -1032,6 +1167,8 @@ impl Record {
             Record::Socket(r) => r.time_ns,
             Record::Watch(r) => r.time_ns,
             Record::Scan(r) => r.time_ns,
+            Record::Blocked(r) => r.time_ns,
+            Record::Incident(r) => r.time_ns,
             Record::Lost(r) => r.time_ns,
             Record::Attach(_) | Record::Summary(_) => return None,
         })
@@ -1170,6 +1307,35 @@ mod tests {
             block: false,
             baseline: 1,
         })
+    }
+
+    #[test]
+    fn incident_gate_holds_until_the_view() {
+        let mut g = IncidentGate::default();
+        assert!(g.admit(dev_wait()).is_empty());
+        assert!(g.admit(create()).is_empty());
+        let view = Record::Incident(IncidentRec {
+            time_ns: 1,
+            stuck: vec![],
+            blocked: vec![],
+        });
+        let out = g.admit(view.clone());
+        // The view, then what it does not summarise (the creation).
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], view);
+        assert!(matches!(out[1], Record::NetnsCreate(_)));
+        assert_eq!(g.admit(dev_wait()).len(), 1, "live after the view");
+        // Stopped before any view: nothing is lost.
+        let mut g = IncidentGate::default();
+        g.admit(dev_wait());
+        let out = g.admit(Record::Summary(summary()));
+        assert_eq!(out.len(), 2);
+        assert!(human(&Record::Incident(IncidentRec {
+            time_ns: 1_500_000_000,
+            stuck: vec![],
+            blocked: vec![]
+        }))
+        .contains("STUCK    nothing"));
     }
 
     #[test]

@@ -15,9 +15,9 @@ use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
 use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    CleanupNetRec, DevWaitRec, ExactRec, HolderRec, LostCounts, LostRec, NetnsCreateRec,
-    NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec, SocketBrief, SocketRec,
-    StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
+    BlockedRec, CleanupNetRec, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts, LostRec,
+    NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec,
+    SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
 };
 use netns_trace_common::WatchTarget;
 
@@ -49,6 +49,8 @@ pub trait Stacks {
     /// Start addresses of the stack's functions, leaf first (empty when
     /// unknown): what `--exact` pairs releases with holds by.
     fn call_path(&mut self, id: i32) -> CallPath;
+    /// Raw return addresses (a task's stack), symbolised like `frames`.
+    fn symbolize(&mut self, ips: &[u64]) -> Vec<String>;
 }
 
 pub struct StackResolver(pub Box<dyn Stacks>);
@@ -107,6 +109,8 @@ pub struct Session {
     resolver: Option<StackResolver>,
     /// A device was first found stuck since the last scan.
     scan_wanted: bool,
+    /// Blocked tasks last seen, by pid (for the incident view).
+    blocked: HashMap<u32, BlockedRec>,
 }
 
 fn comm(h: &Header) -> String {
@@ -124,6 +128,7 @@ impl Session {
             exact,
             resolver: None,
             scan_wanted: false,
+            blocked: HashMap::new(),
             cfg,
             scope,
             namespaces: HashMap::new(),
@@ -306,6 +311,29 @@ impl Session {
                 self.on_event(Event::DevWait(e))
             })
             .collect()
+    }
+
+    /// The incident view: every stuck device reported afresh (holders
+    /// included) and the blocked tasks last seen.
+    pub fn incident(&mut self, now_ktime_ns: u64) -> Record {
+        let stuck = self
+            .refresh(now_ktime_ns)
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::DevWait(mut d) => {
+                    d.block = true;
+                    Some(d)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut blocked: Vec<BlockedRec> = self.blocked.values().cloned().collect();
+        blocked.sort_by_key(|b| b.pid);
+        Record::Incident(IncidentRec {
+            time_ns: self.rel(now_ktime_ns),
+            stuck,
+            blocked,
+        })
     }
 
     /// Is `dev` watched?
@@ -582,6 +610,29 @@ impl Session {
             // Arming is the loader's (on_watch_armed); a target reaching
             // here was not armed.
             Event::WatchTarget(_) => None,
+            Event::BlockedTask(t) => {
+                let ips = &t.ips[..(t.nr as usize).min(t.ips.len())];
+                let stack = match &mut self.resolver {
+                    Some(r) => r.0.symbolize(ips),
+                    None => Vec::new(),
+                };
+                let reason = crate::blocked::classify(&stack)?;
+                // The scheduler's clock and the event's are both ns since
+                // boot on x86; a last-run time after "now" means unknown.
+                let blocked_s = (t.last_ran_ns != 0 && t.last_ran_ns <= t.hdr.ts_ns)
+                    .then(|| (t.hdr.ts_ns - t.last_ran_ns) as f64 / 1e9);
+                let rec = BlockedRec {
+                    time_ns: self.rel(t.hdr.ts_ns),
+                    pid: t.hdr.pid,
+                    tgid: t.hdr.tgid,
+                    comm: comm(&t.hdr),
+                    reason,
+                    blocked_s,
+                    stack,
+                };
+                self.blocked.insert(rec.pid, rec.clone());
+                Some(Record::Blocked(rec))
+            }
             Event::WatchDone(d) => {
                 // Freed: the loader closed the watchpoints. Only a device
                 // this session watched is reported.

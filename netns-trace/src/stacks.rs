@@ -30,6 +30,12 @@ impl Stacks for StackResolver {
     fn call_path(&mut self, id: i32) -> CallPath {
         self.functions(id)
     }
+
+    fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
+        let ips: Vec<u64> = ips.iter().copied().filter(|&ip| ip != 0).collect();
+        self.reload_if_unknown(&ips);
+        ips.iter().map(|&ip| self.symbols.symbolize(ip)).collect()
+    }
 }
 
 /// Frames of the attach machinery itself, not worth showing.

@@ -214,6 +214,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     if let Err(why) = &scanner {
         log::info!("holder scan unavailable: {why}");
     }
+    // Incident mode: who is blocked behind a teardown (task iterator).
+    let task_iter = crate::tasks::load(&mut ebpf, &prepared.aya_btf).map_err(|e| format!("{e:#}"));
+    if let Err(why) = &task_iter {
+        log::info!("blocked-task iterator unavailable: {why}");
+    }
     let mut watcher = None;
     if config.exact != exact_mode::OFF {
         match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
@@ -356,6 +361,13 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     });
     session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(resolver)));
 
+    // Tasks already blocked in namespace work when we attach.
+    if task_iter.is_ok() {
+        if let Err(e) = crate::tasks::run(&mut ebpf) {
+            log::warn!("blocked-task iterator: {e:#}");
+        }
+    }
+
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -366,6 +378,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         Some(r) => Some(spawn_command(r, opts.json)?),
         None => None,
     };
+    // The incident view comes once: when the first stuck device has been
+    // scanned, or after this long if nothing is stuck.
+    let incident_at = tokio::time::sleep(Duration::from_millis(1500));
+    tokio::pin!(incident_at);
+    let mut incident_done = false;
     let settle = tokio::time::sleep(forever);
     tokio::pin!(settle);
     let mut settling = false;
@@ -382,14 +399,29 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                     };
                     let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
                     out.write(&rec)?;
+                    // And who is blocked now that something is stuck.
+                    if task_iter.is_ok() {
+                        if let Err(e) = crate::tasks::run(&mut ebpf) {
+                            log::warn!("blocked-task iterator: {e:#}");
+                        }
+                    }
                     // The finds are in the ring now: take them in and
                     // report the stuck devices with them at once.
                     drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
-                    for rec in session.refresh(ktime_now()) {
-                        out.write(&rec)?;
+                    if incident_done {
+                        for rec in session.refresh(ktime_now()) {
+                            out.write(&rec)?;
+                        }
+                    } else {
+                        out.write(&session.incident(ktime_now()))?;
+                        incident_done = true;
                     }
                 }
                 guard.clear_ready();
+            }
+            _ = &mut incident_at, if !incident_done => {
+                out.write(&session.incident(ktime_now()))?;
+                incident_done = true;
             }
             _ = tick.tick() => {
                 if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
@@ -575,6 +607,8 @@ struct Output {
     metrics: Option<std::sync::Arc<std::sync::Mutex<Metrics>>>,
     metrics_addr: Option<std::net::SocketAddr>,
     report: Option<ReportBuilder>,
+    /// Human output: hold records until the incident view is out.
+    gate: Option<netns_trace::output::IncidentGate>,
 }
 
 impl Output {
@@ -585,6 +619,7 @@ impl Output {
             metrics: None,
             metrics_addr: None,
             report: None,
+            gate: (!json).then(Default::default),
         }
     }
 
@@ -597,8 +632,17 @@ impl Output {
         if let Some(r) = &mut self.report {
             r.observe(rec);
         }
-        let text = self.renderer.render(rec);
-        self.stdout.write_all(text.as_bytes()).map_err(broken_pipe)
+        let now = match &mut self.gate {
+            Some(g) => g.admit(rec.clone()),
+            None => vec![rec.clone()],
+        };
+        for r in &now {
+            let text = self.renderer.render(r);
+            self.stdout
+                .write_all(text.as_bytes())
+                .map_err(broken_pipe)?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, rec: &Record) -> Result<()> {

@@ -43,7 +43,14 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::run(),
         Cmd::VmTest(args) => vm::run(args),
-        Cmd::Demo(args) => vm::demo(in_guest(args, "demo")),
+        Cmd::Demo(args) => {
+            let scenario = if args.incident {
+                "demo-incident"
+            } else {
+                "demo"
+            };
+            vm::demo(in_guest(args, scenario))
+        }
         Cmd::VmDoctor(args) => vm::demo(in_guest(args, "doctor")),
         Cmd::Test { skip_vm } => test::run(skip_vm),
         Cmd::Man => man(),

@@ -42,6 +42,10 @@ pub struct VmTestArgs {
     /// demo only: run the tracer with --exact (hardware watchpoints).
     #[arg(long)]
     exact: bool,
+    /// demo only: start the tracer after lo is already stuck (the
+    /// incident view an SRE gets on attaching).
+    #[arg(long, conflicts_with = "exact")]
+    pub incident: bool,
 }
 
 impl VmTestArgs {
@@ -270,10 +274,22 @@ case "$scenario" in
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  demo-incident)
+    # The SRE's case: lo is already stuck when the tracer starts. The
+    # driver makes the leak and starts its JSON tracer once the kernel
+    # complains; the human tracer starts on the same kernel message.
+    /bin/nt-scenario stuck --attach-late --timer-release --mode {mode} --hold-ms 15000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer > /tmp/sections &
+    driver=$!
+    until dmesg | grep -q 'waiting for .* to become free'; do sleep 0.2; done
+    /bin/netns-trace --color never --ready-file /tmp/ready-human 2>&1 &
+    human=$!
+    wait $driver
+    kill -INT $human; wait $human
+    echo "nt-init: demo done" ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
     # module pins lo of a dying namespace (the JSON run drives the scenario).
-    /bin/netns-trace --ready-file /tmp/ready-human{exact} 2>&1 &
+    /bin/netns-trace --color never --ready-file /tmp/ready-human{exact} 2>&1 &
     human=$!
     while [ ! -e /tmp/ready-human ]; do sleep 0.1; done
     /bin/nt-scenario stuck{await_watch} --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer{exact} > /tmp/sections

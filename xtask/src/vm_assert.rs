@@ -511,6 +511,25 @@ pub fn check_late(run: &Run) -> Result<String, String> {
         .of_type("dev_released")
         .find(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
         .ok_or("no dev_released for lo")?;
+    // The task iterator names the teardown worker stuck in the wait loop,
+    // with its stack, and how long it has been blocked.
+    let worker = run
+        .of_type("blocked")
+        .find(|b| {
+            b["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("teardown"))
+                && b["stack"].to_string().contains("netdev_run_todo")
+        })
+        .ok_or("no blocked record for the teardown worker")?;
+    if worker["blocked_s"]
+        .as_f64()
+        .is_none_or(|s| !(0.0..60.0).contains(&s))
+    {
+        return Err(format!(
+            "teardown worker's blocked_s is implausible: {worker}"
+        ));
+    }
     // The module destroys its neighbour from a work item: the stack of
     // that last release goes through neigh_destroy and the module.
     let last = released["exact"]["last_release"]["stack"].to_string();
@@ -521,8 +540,11 @@ pub fn check_late(run: &Run) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, scan walked arp_tbl and nd_tbl, watchpoints armed, released through neigh_destroy <- the module",
+        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, scan walked arp_tbl and nd_tbl, teardown worker {} ({}) found blocked {}s, watchpoints armed, released through neigh_destroy <- the module",
         waits.len(),
+        worker["pid"],
+        worker["comm"],
+        worker["blocked_s"],
     ))
 }
 

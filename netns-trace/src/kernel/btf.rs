@@ -67,6 +67,17 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
         Ok(value) => offsets.netreg_unregistered = value,
         Err(err) => missing.push(format!("NETREG_UNREGISTERED: {err:#}")),
     }
+    // The blocked-task iterator is optional too.
+    for (slot, path) in [
+        (&mut offsets.task_state, &["__state"][..]),
+        (&mut offsets.task_pid, &["pid"][..]),
+        (&mut offsets.task_comm, &["comm"][..]),
+        (&mut offsets.task_exec_start, &["se", "exec_start"][..]),
+    ] {
+        if let Ok(off) = byte_offset(btf, "task_struct", path) {
+            *slot = off;
+        }
+    }
     // The neighbour scan is optional (6.13 changed the hash to hlists):
     // without these it is reported as not done, nothing degrades.
     for (slot, strukt, name) in [

@@ -60,6 +60,11 @@ enum Scenario {
         /// lo's watchpoints armed (its `watch` record), so every hold is seen.
         #[arg(long, conflicts_with = "attach_late")]
         await_watch: bool,
+        /// --attach-late: leave the release to the module's timer (the demo,
+        /// where a second tracer must see it too) instead of releasing as
+        /// soon as the tracer has armed its watchpoints.
+        #[arg(long, requires = "attach_late")]
+        timer_release: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -85,6 +90,7 @@ fn main() {
             module,
             attach_late,
             await_watch,
+            timer_release,
             common,
         } => {
             let mut facts = json!({"scenario": "stuck", "mode": mode, "hold_ms": hold_ms,
@@ -125,7 +131,9 @@ fn main() {
                 // Let go only once the watchpoints on the stuck lo are
                 // armed, so its release is caught (the module's timer is
                 // long: this write is what releases it).
-                if t.lines.wait_for(timeout, |l| {
+                if timer_release {
+                    // The module's own timer lets go.
+                } else if t.lines.wait_for(timeout, |l| {
                     l.iter()
                         .any(|v| has(v, "watch", inode) && v["state"] == "armed")
                 }) {
