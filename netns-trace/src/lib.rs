@@ -3,6 +3,7 @@
 //! Nothing here needs root or touches the kernel beyond reading files.
 
 pub mod cli;
+pub mod containers;
 pub mod events;
 pub mod kallsyms;
 pub mod kernel;

@@ -14,8 +14,9 @@ use crate::events::{cstr_lossy, decode, Event};
 use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    CleanupNetRec, DevWaitRec, HolderRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec,
-    Record, RtnlUnlockRec, RunTodoRec, SocketBrief, SocketRec, StillWaiting, SummaryRec,
+    CleanupNetRec, Container, DevWaitRec, HolderRec, LostCounts, LostRec, NetnsCreateRec,
+    NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, SocketBrief, SocketRec, StillWaiting,
+    SummaryRec,
 };
 
 const CLONE_NEWNET: u64 = 0x4000_0000;
@@ -254,6 +255,7 @@ impl Session {
                     duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
                     err: e.err,
                     source,
+                    container: Container::Off,
                 }))
             }
             Event::NetnsDestroy(e) => {
@@ -273,6 +275,7 @@ impl Session {
                     netns: e.inum,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    container: Container::Off,
                 }))
             }
             Event::CleanupNet(e) if e.phase == phase::START => {
@@ -287,6 +290,7 @@ impl Session {
                     teardown_ns: None,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    containers: None,
                 };
                 let show = self.scope.is_none() || !netns.is_empty();
                 self.batches.insert(
@@ -334,6 +338,7 @@ impl Session {
                         teardown_ns: Some(teardown),
                         pid: e.hdr.pid,
                         comm: comm(&e.hdr),
+                        containers: None,
                     })
                 })
             }
@@ -382,6 +387,7 @@ impl Session {
                     unattributed,
                     over,
                     complete,
+                    container: Container::Off,
                     block,
                     baseline: self.cfg.baseline,
                     time_ns: self.rel(e.hdr.ts_ns),
@@ -449,6 +455,7 @@ impl Session {
                     dst_dev,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    container: Container::Off,
                 }))
             }
         }
@@ -496,6 +503,7 @@ impl Session {
                     holders,
                     unattributed,
                     over,
+                    container: Container::Off,
                 }
             })
             .collect();
@@ -686,6 +694,7 @@ mod tests {
                 holders: vec![],
                 unattributed: 0,
                 over: 0,
+                container: Container::Off,
             }]
         );
         assert_eq!(sum.netns_pending, [11]);
