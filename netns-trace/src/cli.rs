@@ -17,6 +17,7 @@ Examples:
   netns-trace --json --duration 60 > t.jsonl JSON Lines for one minute
   netns-trace --netns /run/netns/blue        only this namespace (inode or path)
   netns-trace --pid $(pidof dockerd)         namespaces made by dockerd and its children
+  netns-trace --pid-of-dockerd               Docker's namespaces, with container ids and names
   netns-trace --rtnl-threshold-ms 50         report rtnl_unlock calls slower than 50 ms
   netns-trace --dry-run -v                   plan and verify the attach, then exit
   netns-trace --proc-root /host/proc         from inside a container
@@ -63,6 +64,13 @@ pub struct TraceArgs {
     /// Only namespaces created by PID and its descendants (repeatable).
     #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
+    /// Like --pid with the one dockerd process (found under --proc-root),
+    /// plus containerd and its shims; events name their containers.
+    #[arg(long)]
+    pub pid_of_dockerd: bool,
+    /// Docker Engine API socket for container names and images.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
+    pub docker_socket: PathBuf,
     /// Only this namespace: an inode number, or a path such as
     /// /proc/PID/ns/net or /run/netns/NAME (repeatable).
     #[arg(long, value_name = "INODE|PATH")]
@@ -96,9 +104,18 @@ pub struct TraceOptions {
     pub ready_file: Option<PathBuf>,
     pub proc_root: PathBuf,
     pub dry_run: bool,
+    /// `--pid-of-dockerd`: the dockerd found (also in `pids`).
+    pub dockerd: Option<u32>,
+    pub docker_socket: PathBuf,
 }
 
 impl TraceOptions {
+    /// Container mapping is on with a process scope (`--pid`,
+    /// `--pid-of-dockerd`): records about namespaces get `container`.
+    pub fn containers(&self) -> bool {
+        !self.pids.is_empty()
+    }
+
     /// Any scope given: the kernel filter must be enabled.
     pub fn filtered(&self) -> bool {
         !self.pids.is_empty() || !self.netns.is_empty()
@@ -129,8 +146,9 @@ impl Cli {
                 || !t.netns.is_empty()
                 || t.ready_file.is_some()
                 || t.dry_run
+                || t.pid_of_dockerd
             {
-                bail!("doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)");
+                bail!("doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run)");
             }
             return Ok(Action::Doctor {
                 json: self.json,
@@ -142,6 +160,17 @@ impl Cli {
                 bail!("no such process: {pid}");
             }
         }
+        let mut pids = t.pids;
+        let dockerd = if t.pid_of_dockerd {
+            let pid =
+                crate::containers::procfs::find_dockerd(&self.proc_root).map_err(|e| anyhow!(e))?;
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+            Some(pid)
+        } else {
+            None
+        };
         let netns = t
             .netns
             .iter()
@@ -150,12 +179,14 @@ impl Cli {
         Ok(Action::Trace(TraceOptions {
             json: self.json,
             duration: t.duration.map(Duration::from_secs),
-            pids: t.pids,
+            pids,
             netns,
             rtnl_threshold: Duration::from_millis(t.rtnl_threshold_ms),
             ready_file: t.ready_file,
             proc_root: self.proc_root,
             dry_run: t.dry_run,
+            dockerd,
+            docker_socket: t.docker_socket,
         }))
     }
 }
@@ -276,8 +307,11 @@ mod tests {
                 ready_file: None,
                 proc_root: "/proc".into(),
                 dry_run: false,
+                dockerd: None,
+                docker_socket: "/var/run/docker.sock".into(),
             }
         );
+        assert!(!t.containers());
         assert!(!t.filtered());
         assert_eq!(parse(&[]).unwrap().log_level(), log::LevelFilter::Warn);
     }
@@ -350,7 +384,7 @@ mod tests {
             action(&["--duration", "3", "doctor"])
                 .unwrap_err()
                 .to_string(),
-            "doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run)"
+            "doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run)"
         );
     }
 
@@ -396,6 +430,49 @@ mod tests {
             "no such process: 813"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pid_of_dockerd_under_proc_root() {
+        use crate::containers::procfs::tests::FakeProc;
+        let f = FakeProc::new(
+            "cli",
+            &[
+                (1, 0, "init", 4026531840, "0::/\n"),
+                (300, 1, "dockerd", 4026531840, "0::/\n"),
+            ],
+        );
+        let root = f.0.to_str().unwrap();
+        let Action::Trace(t) = action(&[
+            "--proc-root",
+            root,
+            "--pid-of-dockerd",
+            "--pid",
+            "1",
+            "--docker-socket",
+            "/host/run/docker.sock",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.dockerd, t.pids.as_slice()), (Some(300), &[1, 300][..]));
+        assert!(t.containers() && t.filtered());
+        assert_eq!(t.docker_socket, PathBuf::from("/host/run/docker.sock"));
+        f.add((301, 1, "dockerd", 4026532999, "0::/\n"));
+        assert_eq!(
+            action(&["--proc-root", root, "--pid-of-dockerd"])
+                .unwrap_err()
+                .to_string(),
+            format!("--pid-of-dockerd: 2 dockerd processes under {root} (pids 300, 301): choose one with --pid PID")
+        );
+        f.remove(300);
+        f.remove(301);
+        assert_eq!(
+            action(&["--proc-root", root, "--pid-of-dockerd"])
+                .unwrap_err()
+                .to_string(),
+            format!("--pid-of-dockerd: no dockerd process under {root} (is Docker running? --pid PID takes any process)")
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! This file wires the pure library (`netns_trace::*`) to the kernel-facing
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
+mod docker;
 mod probes;
 mod stacks;
 mod trace;
@@ -119,6 +120,8 @@ mod doctor {
             ready_file: None,
             proc_root: "/proc".into(),
             dry_run: false,
+            dockerd: None,
+            docker_socket: "/var/run/docker.sock".into(),
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
         let mut ebpf = load_programs(&offsets, &config)?;

@@ -304,3 +304,55 @@ fn mapping_off_leaves_the_field_out() {
         r#"{"type":"netns_destroy","time":2.0,"netns":5,"pid":1,"comm":"containerd-shim"}"#
     );
 }
+
+/// The examples of docs/events.md's `container` section are what the
+/// renderer prints for those records.
+#[test]
+fn docs_container_examples() {
+    let doc = include_str!("../../../docs/events.md");
+    let section = doc
+        .split("## The `container` field")
+        .nth(1)
+        .and_then(|s| s.split("```json\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("container section with a JSON block");
+    let docs: Vec<&str> = section.lines().collect();
+
+    let host = docker_host("docs");
+    let mut map = ContainerMap::new(host.0.clone(), INIT, true);
+    map.scan(&[]);
+    host.add((
+        912,
+        400,
+        "runc:[1:CHILD]",
+        4026532281,
+        &format!("0::/docker/{A}\n"),
+    ));
+    let mut q = OutputQueue::default();
+    let Record::NetnsCreate(mut c) = create(4026532281, 912) else {
+        panic!()
+    };
+    c.time_ns = 5_197_000_000;
+    c.wall_ns = 1_714_566_896_789_000_000;
+    c.net = 0xffff888004a1c000;
+    c.flags = 0x6c02_0000;
+    c.duration_ns = Some(1_234_567);
+    q.push(&mut map, Record::NetnsCreate(c), S);
+    assert!(map.want_api(S));
+    map.on_api(S, Ok(vec![info(A, "web1")]));
+    let mut d = |netns, t, pid, comm: &str| {
+        let Record::NetnsDestroy(mut r) = destroy(netns) else {
+            panic!()
+        };
+        (r.time_ns, r.pid, r.comm) = (t, pid, comm.into());
+        q.push(&mut map, Record::NetnsDestroy(r), S);
+    };
+    d(4026532281, 9_021_000_000, 0, "swapper/1");
+    d(4026532119, 9_500_000_000, 31, "kworker/u8:1");
+    d(4026532300, 9_600_000_000, 500, "ip");
+    // 4026532119 was container A's at the scan: forget it, as if it had
+    // died before attach (no process showed it).
+    map.netns.remove(&4026532119);
+    let out: Vec<String> = q.ready(&map, S).iter().map(json_line).collect();
+    assert_eq!(out, docs);
+}
