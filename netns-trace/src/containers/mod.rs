@@ -24,7 +24,8 @@ pub use docker::Info;
 
 /// Said of namespaces no process showed at attach and not made since.
 pub const DIED_BEFORE_ATTACH: &str = "namespace died before attach";
-/// Said when the creating process exited before its cgroup was read.
+/// Said when the creating process exited before its cgroup was read and
+/// no process is left in the namespace.
 pub const CREATOR_GONE: &str = "creating process exited before it was mapped";
 
 /// How long records wait for a Docker API answer before they are printed
@@ -115,15 +116,38 @@ impl ContainerMap {
         }
         let origin = match procfs::cgroup(&self.proc_root, tgid) {
             Some(text) => match cgroup::container_id(&text) {
-                Some(id) => {
-                    self.mapped_at.entry(id.clone()).or_insert(now_ns);
-                    Origin::Container(id)
-                }
+                Some(id) => Origin::Container(id),
                 None => Origin::NotContainer,
             },
-            None => Origin::Unmapped(CREATOR_GONE),
+            // runc's namespace-making child exits as soon as it has
+            // forked the container's init: ask the processes now in it.
+            None => self.origin_from_members(inum),
         };
+        if let Origin::Container(id) = &origin {
+            self.mapped_at.entry(id.clone()).or_insert(now_ns);
+        }
         self.netns.insert(inum, origin);
+    }
+
+    /// The origin of `inum` from the processes in it now (a procfs scan).
+    fn origin_from_members(&self, inum: u32) -> Origin {
+        let procs = procfs::processes(&self.proc_root).unwrap_or_default();
+        let mut member = false;
+        for p in procs {
+            if procfs::netns_inode(&self.proc_root, p.pid) != Some(inum) {
+                continue;
+            }
+            member = true;
+            let cg = procfs::cgroup(&self.proc_root, p.pid);
+            if let Some(id) = cg.as_deref().and_then(cgroup::container_id) {
+                return Origin::Container(id);
+            }
+        }
+        if member {
+            Origin::NotContainer
+        } else {
+            Origin::Unmapped(CREATOR_GONE)
+        }
     }
 
     /// The container of namespace `inum`, as records show it.

@@ -144,6 +144,16 @@ fn create_maps_by_the_creators_cgroup() {
         map.lookup(4026532502),
         Container::Unknown("creating process exited before it was mapped")
     );
+    // runc's child made it and exited; the container's init is in it.
+    host.add((
+        440,
+        400,
+        "sleep",
+        4026532503,
+        &format!("0::/system.slice/docker-{B}.scope\n"),
+    ));
+    map.on_create(4026532503, 4243, S);
+    assert_eq!(map.lookup(4026532503), known(B, None, None));
     // A recycled inode takes its new owner.
     map.on_create(4026532119, 500, S);
     assert_eq!(map.lookup(4026532119), Container::None);
