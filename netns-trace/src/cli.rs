@@ -21,6 +21,7 @@ Examples:
   netns-trace --json --duration 60 > t.jsonl JSON Lines for one minute
   netns-trace --netns /run/netns/blue        only this namespace (inode or path)
   netns-trace --pid $(pidof dockerd)         namespaces made by dockerd and its children
+  netns-trace --pid-of-dockerd               Docker's namespaces, with container ids and names
   netns-trace --rtnl-threshold-ms 50         report rtnl_unlock calls slower than 50 ms
   netns-trace --dry-run -v                   plan and verify the attach, then exit
   netns-trace --proc-root /host/proc         from inside a container
@@ -200,6 +201,13 @@ pub struct TraceArgs {
     /// Only namespaces created by PID and its descendants (repeatable).
     #[arg(long = "pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pids: Vec<u32>,
+    /// Like --pid with the one dockerd process (found under --proc-root),
+    /// plus containerd and its shims; events name their containers.
+    #[arg(long)]
+    pub pid_of_dockerd: bool,
+    /// Docker Engine API socket for container names and images.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
+    pub docker_socket: PathBuf,
     /// Only this namespace: an inode number, or a path such as
     /// /proc/PID/ns/net or /run/netns/NAME (repeatable).
     #[arg(long, value_name = "INODE|PATH")]
@@ -248,9 +256,18 @@ pub struct TraceOptions {
     pub no_watchpoints: bool,
     pub metrics_addr: Option<SocketAddr>,
     pub color: ColorChoice,
+    /// `--pid-of-dockerd`: the dockerd found (also in `pids`).
+    pub dockerd: Option<u32>,
+    pub docker_socket: PathBuf,
 }
 
 impl TraceOptions {
+    /// Container mapping is on with a process scope (`--pid`,
+    /// `--pid-of-dockerd`): records about namespaces get `container`.
+    pub fn containers(&self) -> bool {
+        !self.pids.is_empty()
+    }
+
     /// Any scope given: the kernel filter must be enabled.
     pub fn filtered(&self) -> bool {
         !self.pids.is_empty() || !self.netns.is_empty()
@@ -278,6 +295,7 @@ impl Cli {
             || !t.pids.is_empty()
             || !t.netns.is_empty()
             || t.dry_run
+            || t.pid_of_dockerd
             || t.common.ready_file.is_some()
             || t.common.metrics_addr.is_some()
             || t.common.rtnl_threshold_ms != 10;
@@ -286,7 +304,7 @@ impl Cli {
             Some(Command::Doctor) => {
                 // Global options (--json, --proc-root, -v) apply; trace ones do not.
                 if trace_only {
-                    bail!("doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)");
+                    bail!("doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)");
                 }
                 return Ok(Action::Doctor {
                     json: self.json,
@@ -309,6 +327,8 @@ impl Cli {
                         ready_file: r.common.ready_file,
                         proc_root: self.proc_root,
                         dry_run: false,
+                        dockerd: None,
+                        docker_socket: "/var/run/docker.sock".into(),
                         exact: r.common.exact,
                         no_watchpoints: r.common.no_watchpoints,
                         metrics_addr: r.common.metrics_addr,
@@ -327,6 +347,17 @@ impl Cli {
                 bail!("no such process: {pid}");
             }
         }
+        let mut pids = t.pids;
+        let dockerd = if t.pid_of_dockerd {
+            let pid =
+                crate::containers::procfs::find_dockerd(&self.proc_root).map_err(|e| anyhow!(e))?;
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+            Some(pid)
+        } else {
+            None
+        };
         let netns = t
             .netns
             .iter()
@@ -335,7 +366,7 @@ impl Cli {
         Ok(Action::Trace(TraceOptions {
             json: self.json,
             duration: t.duration.map(Duration::from_secs),
-            pids: t.pids,
+            pids,
             netns,
             rtnl_threshold: Duration::from_millis(t.common.rtnl_threshold_ms),
             ready_file: t.common.ready_file,
@@ -345,6 +376,8 @@ impl Cli {
             no_watchpoints: t.common.no_watchpoints,
             metrics_addr: t.common.metrics_addr,
             color: self.color,
+            dockerd,
+            docker_socket: t.docker_socket,
         }))
     }
 }
@@ -533,8 +566,11 @@ mod tests {
                 no_watchpoints: false,
                 metrics_addr: None,
                 color: ColorChoice::Auto,
+                dockerd: None,
+                docker_socket: "/var/run/docker.sock".into(),
             }
         );
+        assert!(!t.containers());
         assert!(!t.filtered());
         assert_eq!(parse(&[]).unwrap().log_level(), log::LevelFilter::Warn);
     }
@@ -607,7 +643,7 @@ mod tests {
             action(&["--duration", "3", "doctor"])
                 .unwrap_err()
                 .to_string(),
-            "doctor takes no trace options (--duration, --pid, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)"
+            "doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)"
         );
     }
 
@@ -795,6 +831,49 @@ mod tests {
             "no such process: 813"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pid_of_dockerd_under_proc_root() {
+        use crate::containers::procfs::tests::FakeProc;
+        let f = FakeProc::new(
+            "cli",
+            &[
+                (1, 0, "init", 4026531840, "0::/\n"),
+                (300, 1, "dockerd", 4026531840, "0::/\n"),
+            ],
+        );
+        let root = f.0.to_str().unwrap();
+        let Action::Trace(t) = action(&[
+            "--proc-root",
+            root,
+            "--pid-of-dockerd",
+            "--pid",
+            "1",
+            "--docker-socket",
+            "/host/run/docker.sock",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.dockerd, t.pids.as_slice()), (Some(300), &[1, 300][..]));
+        assert!(t.containers() && t.filtered());
+        assert_eq!(t.docker_socket, PathBuf::from("/host/run/docker.sock"));
+        f.add((301, 1, "dockerd", 4026532999, "0::/\n"));
+        assert_eq!(
+            action(&["--proc-root", root, "--pid-of-dockerd"])
+                .unwrap_err()
+                .to_string(),
+            format!("--pid-of-dockerd: 2 dockerd processes under {root} (pids 300, 301): choose one with --pid PID")
+        );
+        f.remove(300);
+        f.remove(301);
+        assert_eq!(
+            action(&["--proc-root", root, "--pid-of-dockerd"])
+                .unwrap_err()
+                .to_string(),
+            format!("--pid-of-dockerd: no dockerd process under {root} (is Docker running? --pid PID takes any process)")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod blocked;
 pub mod cli;
+pub mod containers;
 pub mod events;
 pub mod exact;
 pub mod kallsyms;

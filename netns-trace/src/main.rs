@@ -3,6 +3,7 @@
 //! This file wires the pure library (`netns_trace::*`) to the kernel-facing
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
+mod docker;
 mod probes;
 mod scan;
 mod serve;
@@ -152,6 +153,8 @@ mod doctor {
             no_watchpoints: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
+            dockerd: None,
+            docker_socket: "/var/run/docker.sock".into(),
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
         let mut ebpf = load_programs(&offsets, &config)?;

@@ -325,6 +325,7 @@ mod tests {
 
     fn wait(dev: u64, netns: u32, count: i32, released: bool) -> Record {
         let r = DevWaitRec {
+            container: crate::output::Container::Off,
             time_ns: S,
             netns,
             device: "lo".into(),
@@ -370,6 +371,7 @@ mod tests {
             false,
         );
         m.observe(&Record::NetnsCreate(NetnsCreateRec {
+            container: crate::output::Container::Off,
             time_ns: S,
             wall_ns: 0,
             netns: 7,
@@ -384,6 +386,7 @@ mod tests {
             source: "copy_net_ns",
         }));
         m.observe(&Record::NetnsDestroy(NetnsDestroyRec {
+            container: crate::output::Container::Off,
             time_ns: S,
             netns: 7,
             pid: 1,
@@ -424,6 +427,7 @@ mod tests {
         assert!(t.ends_with("# EOF\n"), "{t}");
         // The batch ends: the namespace is torn down, its device freed.
         m.observe(&Record::CleanupNet(CleanupNetRec {
+            containers: None,
             time_ns: 4 * S,
             phase: "end",
             duration_ns: Some(Some(3 * S)),

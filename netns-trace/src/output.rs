@@ -53,6 +53,66 @@ impl LostCounts {
     }
 }
 
+/// The container a namespace belongs to, on records about a namespace.
+///
+/// `Off`: container mapping is not enabled (no `--pid`/`--pid-of-dockerd`);
+/// the field is left out. `None`: mapped, not a container's namespace
+/// (JSON `null`). `Known`: the container (name and image from the Docker
+/// API, when it answered). `Unknown`: it cannot be said, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Container {
+    #[default]
+    Off,
+    None,
+    Known {
+        id: String,
+        name: Option<String>,
+        image: Option<String>,
+    },
+    Unknown(&'static str),
+}
+
+impl Container {
+    pub fn is_off(&self) -> bool {
+        matches!(self, Container::Off)
+    }
+
+    /// ` container=NAME (ID12)` for a human event line; empty when there
+    /// is nothing to say. Names and images are untrusted: escaped.
+    pub fn human_suffix(&self) -> String {
+        match self {
+            Container::Off | Container::None => String::new(),
+            Container::Known { id, name, .. } => {
+                let short: String = id.chars().take(12).collect();
+                match name {
+                    Some(n) => format!(" container={} ({})", escape(n), escape(&short)),
+                    None => format!(" container={}", escape(&short)),
+                }
+            }
+            Container::Unknown(why) => format!(" container unknown ({why})"),
+        }
+    }
+}
+
+impl Serialize for Container {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (id, name, image, unknown) = match self {
+            Container::Off | Container::None => return s.serialize_none(),
+            Container::Known { id, name, image } => {
+                (Some(id.as_str()), name.as_deref(), image.as_deref(), None)
+            }
+            Container::Unknown(why) => (None, None, None, Some(*why)),
+        };
+        let mut st = s.serialize_struct("Container", 4)?;
+        st.serialize_field("id", &id)?;
+        st.serialize_field("name", &name)?;
+        st.serialize_field("image", &image)?;
+        st.serialize_field("unknown", &unknown)?;
+        st.end()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -103,6 +163,9 @@ pub struct NetnsCreateRec {
     pub err: i32,
     /// "copy_net_ns", "unshare" or "fork".
     pub source: &'static str,
+    /// The namespace's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Container::is_off")]
+    pub container: Container,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,6 +175,9 @@ pub struct NetnsDestroyRec {
     pub netns: u32,
     pub pid: u32,
     pub comm: String,
+    /// The namespace's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Container::is_off")]
+    pub container: Container,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,6 +204,9 @@ pub struct CleanupNetRec {
     pub teardown_ns: Option<Vec<Option<u64>>>,
     pub pid: u32,
     pub comm: String,
+    /// Parallel to `netns`: each one's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<Container>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -195,6 +264,9 @@ pub struct DevWaitRec {
     /// device is not watched).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<ExactRec>,
+    /// The namespace's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Container::is_off")]
+    pub container: Container,
     /// Human output: print the holder block (first report, or changed).
     #[serde(skip)]
     pub block: bool,
@@ -368,6 +440,9 @@ pub struct SocketRec {
     pub dst_dev: Option<String>,
     pub pid: u32,
     pub comm: String,
+    /// The namespace's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Container::is_off")]
+    pub container: Container,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -396,6 +471,9 @@ pub struct StillWaiting {
     pub holders: Vec<HolderRec>,
     pub unattributed: i32,
     pub over: u32,
+    /// The namespace's container (left out when mapping is off).
+    #[serde(skip_serializing_if = "Container::is_off")]
+    pub container: Container,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -854,6 +932,7 @@ pub fn human(rec: &Record) -> String {
             if r.source != "copy_net_ns" {
                 d += &format!(" via={}", r.source);
             }
+            d += &r.container.human_suffix();
             line(
                 r.time_ns,
                 "netns_create",
@@ -869,7 +948,7 @@ pub fn human(rec: &Record) -> String {
             &r.netns.to_string(),
             &r.pid.to_string(),
             &r.comm,
-            "queued for cleanup",
+            &format!("queued for cleanup{}", r.container.human_suffix()),
         ),
         Record::CleanupNet(r) => {
             let netns = match r.netns.as_slice() {
@@ -933,11 +1012,12 @@ pub fn human(rec: &Record) -> String {
                 ">="
             };
             let d = format!(
-                "{} ifindex={} usage_count={} waiting{op}{:.1}s",
+                "{} ifindex={} usage_count={} waiting{op}{:.1}s{}",
                 escape(&r.device),
                 r.ifindex,
                 r.usage_count,
-                r.waiting_ns as f64 / 1e9
+                r.waiting_ns as f64 / 1e9,
+                r.container.human_suffix()
             );
             let first = line(
                 r.time_ns,
@@ -1013,14 +1093,15 @@ pub fn human(rec: &Record) -> String {
         }
         Record::Socket(r) => {
             let d = format!(
-                "{} {} -> {} {}->{}{} dst={}",
+                "{} {} -> {} {}->{}{} dst={}{}",
                 escape(&r.protocol),
                 host_port(&r.saddr, r.sport),
                 host_port(&r.daddr, r.dport),
                 escape(&r.oldstate),
                 escape(&r.newstate),
                 if r.kernel { " kernel" } else { "" },
-                r.dst_dev.as_deref().map_or("-".into(), escape)
+                r.dst_dev.as_deref().map_or("-".into(), escape),
+                r.container.human_suffix()
             );
             line(
                 r.time_ns,
@@ -1034,11 +1115,12 @@ pub fn human(rec: &Record) -> String {
         Record::DevReleased(r) => {
             let op = if r.wait_since == "run_todo" { "" } else { ">=" };
             let d = format!(
-                "{} ifindex={} free after {op}{:.2}s (usage_count={})",
+                "{} ifindex={} free after {op}{:.2}s (usage_count={}){}",
                 escape(&r.device),
                 r.ifindex,
                 r.waiting_ns as f64 / 1e9,
-                r.usage_count
+                r.usage_count,
+                r.container.human_suffix()
             );
             let first = line(
                 r.time_ns,
@@ -1101,7 +1183,7 @@ fn human_summary(r: &SummaryRec) -> String {
     }
     for (i, d) in r.devices_still_waiting.iter().enumerate() {
         out.push(format!(
-            "{}{} in netns {} usage_count={} waiting={:.1}s",
+            "{}{} in netns {} usage_count={} waiting={:.1}s{}",
             if i == 0 {
                 "still waiting:        "
             } else {
@@ -1110,7 +1192,8 @@ fn human_summary(r: &SummaryRec) -> String {
             escape(&d.device),
             d.netns,
             d.refcnt,
-            d.waiting_ns as f64 / 1e9
+            d.waiting_ns as f64 / 1e9,
+            d.container.human_suffix()
         ));
         const IND: &str = "                        ";
         out.extend(holder_lines(&d.holders, &d.device, IND));
@@ -1270,6 +1353,7 @@ mod tests {
 
     fn create() -> Record {
         Record::NetnsCreate(NetnsCreateRec {
+            container: Container::Off,
             time_ns: 12_345_400_000,
             wall_ns: 1_714_566_896_789_000_000,
             netns: 4026532281,
@@ -1287,6 +1371,7 @@ mod tests {
 
     fn dev_wait() -> Record {
         Record::DevWait(DevWaitRec {
+            container: Container::Off,
             time_ns: 15_001_000_000,
             netns: 4026532281,
             device: "lo".into(),
@@ -1420,6 +1505,7 @@ mod tests {
             r#"{"type":"dev_wait","time":15.001,"netns":4026532281,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":3.0,"wait_since":"run_todo","dev":"0xffff888003f00000","pid":93,"comm":"kworker/u4:1","holders":[],"attributed":0,"unattributed":1,"over":0,"complete":true}"#
         );
         let d = Record::NetnsDestroy(NetnsDestroyRec {
+            container: Container::Off,
             time_ns: 1,
             netns: 7,
             pid: 1,
@@ -1468,6 +1554,7 @@ mod tests {
     #[test]
     fn json_cleanup_net() {
         let start = Record::CleanupNet(CleanupNetRec {
+            containers: None,
             time_ns: 5_000_000_000,
             phase: "start",
             duration_ns: None,
@@ -1481,6 +1568,7 @@ mod tests {
             r#"{"type":"cleanup_net","time":5.0,"phase":"start","netns":[11,12],"pid":93,"comm":"kworker/u4:1"}"#
         );
         let end = Record::CleanupNet(CleanupNetRec {
+            containers: None,
             time_ns: 6_500_000_000,
             phase: "end",
             duration_ns: Some(None),
@@ -1502,6 +1590,7 @@ mod tests {
             "   5.000 cleanup_net            -      93 kworker/u4:1     start batch=2 netns=11,12"
         );
         let many = Record::CleanupNet(CleanupNetRec {
+            containers: None,
             time_ns: 0,
             phase: "start",
             duration_ns: None,
@@ -1682,6 +1771,7 @@ mod tests {
             slowest_teardown_netns: Some(4026532281),
             netns_pending: vec![4026532282],
             devices_still_waiting: vec![StillWaiting {
+                container: Container::Off,
                 netns: 4026532282,
                 device: "lo".into(),
                 refcnt: 2,

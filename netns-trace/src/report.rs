@@ -565,6 +565,7 @@ mod tests {
 
     fn create(t: u64, netns: u32) -> Record {
         Record::NetnsCreate(NetnsCreateRec {
+            container: crate::output::Container::Off,
             time_ns: t,
             wall_ns: 1_714_566_896_000_000_000 + t,
             netns,
@@ -582,6 +583,7 @@ mod tests {
 
     fn destroy(t: u64, netns: u32) -> Record {
         Record::NetnsDestroy(NetnsDestroyRec {
+            container: crate::output::Container::Off,
             time_ns: t,
             netns,
             pid: 50,
@@ -591,6 +593,7 @@ mod tests {
 
     fn cleanup(t: u64, start: bool, netns: Vec<u32>, teardown: Vec<Option<u64>>) -> Record {
         Record::CleanupNet(CleanupNetRec {
+            containers: None,
             time_ns: t,
             phase: if start { "start" } else { "end" },
             duration_ns: (!start).then_some(None),
@@ -603,6 +606,7 @@ mod tests {
 
     fn wait(t: u64, netns: u32, count: i32, waiting: u64, released: bool) -> Record {
         let r = DevWaitRec {
+            container: crate::output::Container::Off,
             time_ns: t,
             netns,
             device: "lo".into(),

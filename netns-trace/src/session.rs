@@ -15,8 +15,8 @@ use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
 use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    BlockedRec, CleanupNetRec, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts, LostRec,
-    NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec,
+    BlockedRec, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts,
+    LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec,
     SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
 };
 use netns_trace_common::WatchTarget;
@@ -438,6 +438,7 @@ impl Session {
                     duration_ns: (e.duration_ns != 0).then_some(e.duration_ns),
                     err: e.err,
                     source,
+                    container: Container::Off,
                 }))
             }
             Event::NetnsDestroy(e) => {
@@ -457,6 +458,7 @@ impl Session {
                     netns: e.inum,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    container: Container::Off,
                 }))
             }
             Event::CleanupNet(e) if e.phase == phase::START => {
@@ -471,6 +473,7 @@ impl Session {
                     teardown_ns: None,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    containers: None,
                 };
                 let show = self.scope.is_none() || !netns.is_empty();
                 self.batches.insert(
@@ -518,6 +521,7 @@ impl Session {
                         teardown_ns: Some(teardown),
                         pid: e.hdr.pid,
                         comm: comm(&e.hdr),
+                        containers: None,
                     })
                 })
             }
@@ -573,6 +577,7 @@ impl Session {
                     over,
                     complete,
                     exact: exact_rec,
+                    container: Container::Off,
                     block,
                     baseline: self.cfg.baseline,
                     time_ns: self.rel(e.hdr.ts_ns),
@@ -691,6 +696,7 @@ impl Session {
                     dst_dev,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
+                    container: Container::Off,
                 }))
             }
         }
@@ -738,6 +744,7 @@ impl Session {
                     holders,
                     unattributed,
                     over,
+                    container: Container::Off,
                 }
             })
             .collect();
@@ -928,6 +935,7 @@ mod tests {
                 holders: vec![],
                 unattributed: 0,
                 over: 0,
+                container: Container::Off,
             }]
         );
         assert_eq!(sum.netns_pending, [11]);

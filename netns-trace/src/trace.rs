@@ -13,6 +13,7 @@ use aya::{
 use netns_trace::events::Event;
 use netns_trace::{
     cli::{RunOptions, TraceOptions},
+    containers::{procfs, ContainerMap, Info, OutputQueue, API_WAIT_NS},
     kernel::{
         btf::{resolve_offsets, tcp_state_names},
         tracefs,
@@ -26,6 +27,7 @@ use netns_trace_common::{exact_mode, mode, stat, Config, Offsets};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
+    sync::mpsc,
 };
 
 use crate::{attach, probes, serve, stacks::StackResolver, watch::Watcher, Prepared};
@@ -233,13 +235,54 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
 
+    // With a process scope: the process trees as they are now (the kernel
+    // follows forks from here on) and the namespaces they are in, mapped
+    // to containers by the attach-time scan.
+    let mut scope_tgids = opts.pids.clone();
+    let mut scope_netns = opts.netns.clone();
+    let mut mapping = None;
+    let mut api_answers = None;
+    if opts.containers() {
+        let procs = procfs::processes(&opts.proc_root).unwrap_or_default();
+        let mut roots = opts.pids.clone();
+        if opts.dockerd.is_some() {
+            roots.extend(procfs::container_runtime(&procs));
+        }
+        scope_tgids = procfs::descendants(&procs, &roots);
+        let api = opts.docker_socket.exists();
+        if !api && opts.dockerd.is_some() {
+            log::warn!(
+                "no Docker API socket at {}: containers are named by id only (--docker-socket)",
+                opts.docker_socket.display()
+            );
+        }
+        let mut map = ContainerMap::new(opts.proc_root.clone(), config.init_netns_inum, api);
+        for inum in map.scan(&scope_tgids) {
+            if !scope_netns.contains(&inum) {
+                scope_netns.push(inum);
+            }
+        }
+        log::info!(
+            "scope: {} processes, {} namespaces at attach",
+            scope_tgids.len(),
+            scope_netns.len()
+        );
+        let (requests, answers) = crate::docker::spawn(opts.docker_socket.clone());
+        api_answers = Some(answers);
+        mapping = Some(Mapping {
+            map,
+            queue: OutputQueue::default(),
+            requests,
+        });
+    }
+
     // Scope maps before attaching, so the first event is already filtered.
     if opts.filtered() || run.is_some() {
         let mut tgids: HashMap<_, u32, u8> = HashMap::try_from(
             ebpf.map_mut("SCOPE_TGIDS")
                 .ok_or_else(|| anyhow!("map SCOPE_TGIDS missing"))?,
         )?;
-        for &pid in &opts.pids {
+        for &pid in &scope_tgids {
             tgids.insert(pid, 1, 0).context("filling the pid scope")?;
         }
         if run.is_some() {
@@ -251,7 +294,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
             ebpf.map_mut("SCOPE_NETNS")
                 .ok_or_else(|| anyhow!("map SCOPE_NETNS missing"))?,
         )?;
-        for &inum in &opts.netns {
+        for &inum in &scope_netns {
             netns
                 .insert(inum, 1, 0)
                 .context("filling the netns scope")?;
@@ -300,7 +343,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         color,
         wall: Some((start_unix_ns, utc_offset_s())),
     };
-    let mut out = Output::new(opts.json, style);
+    let mut out = Output::new(opts.json, style, mapping);
     if run.is_some() {
         out.report = Some(ReportBuilder::new(destroy_seen));
     }
@@ -353,7 +396,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
-        netns: opts.netns.clone(),
+        netns: scope_netns,
         pids: opts.pids.clone(),
         symbols: Some(prepared.symbols),
         baseline: prepared.caps.free_refcnt(),
@@ -427,6 +470,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
                     out.write(&rec)?;
                 }
+                out.pump()?;
             }
             status = async { running.as_mut().expect("guarded").child.wait().await }, if running.is_some() => {
                 let status = status.context("waiting for the command")?;
@@ -447,6 +491,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 settle.as_mut().reset(tokio::time::Instant::now() + settle_for);
                 settling = true;
             }
+            Some(answer) = recv(&mut api_answers) => out.on_api(answer)?,
             _ = &mut settle, if settling => break,
             _ = sigint.recv() => { interrupted = true; break }
             _ = sigterm.recv() => { interrupted = true; break }
@@ -474,6 +519,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     drop(ebpf);
     log::info!("detached in {} ms", detach_start.elapsed().as_millis());
     out.write(&session.summary(ktime_now()))?;
+    out.finish(&mut api_answers).await?;
     let (Some(run), Some(builder)) = (run, out.report.take()) else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -548,6 +594,38 @@ fn describe(o: &CommandOutcome) -> String {
     }
 }
 
+/// The next Docker API answer, or never when there is no mapping.
+async fn recv(rx: &mut Option<mpsc::Receiver<ApiAnswer>>) -> Option<ApiAnswer> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+type ApiAnswer = Result<Vec<Info>, String>;
+
+/// Container mapping state on the output path: records wait in `queue`
+/// while an API request that can name their container is out.
+struct Mapping {
+    map: ContainerMap,
+    queue: OutputQueue,
+    requests: mpsc::Sender<()>,
+}
+
+impl Mapping {
+    fn ask_if_needed(&mut self, now: u64) {
+        if self.map.want_api(now) && self.requests.try_send(()).is_err() {
+            // The task is gone: nothing is in flight after all.
+            if let Some(e) = self
+                .map
+                .on_api(now, Err("Docker API task not running".into()))
+            {
+                log::warn!("{e}");
+            }
+        }
+    }
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     session: &mut Session,
@@ -609,10 +687,12 @@ struct Output {
     report: Option<ReportBuilder>,
     /// Human output: hold records until the incident view is out.
     gate: Option<netns_trace::output::IncidentGate>,
+    /// Container names: records wait for the Docker API (mapping on).
+    mapping: Option<Mapping>,
 }
 
 impl Output {
-    fn new(json: bool, style: HumanStyle) -> Self {
+    fn new(json: bool, style: HumanStyle, mapping: Option<Mapping>) -> Self {
         Self {
             renderer: Renderer::with_style(json, style),
             stdout: std::io::BufWriter::new(std::io::stdout()),
@@ -620,10 +700,13 @@ impl Output {
             metrics_addr: None,
             report: None,
             gate: (!json).then(Default::default),
+            mapping,
         }
     }
 
-    fn write_buffered(&mut self, rec: &Record) -> Result<()> {
+    /// A record leaves the tracer: metrics, the run report, the incident
+    /// gate (human), then stdout.
+    fn emit(&mut self, rec: &Record) -> Result<()> {
         if let Some(m) = &self.metrics {
             m.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -643,6 +726,69 @@ impl Output {
                 .map_err(broken_pipe)?;
         }
         Ok(())
+    }
+
+    /// Print `rec`, or queue it for its container's name (mapping on).
+    fn write_buffered(&mut self, rec: &Record) -> Result<()> {
+        let Some(m) = &mut self.mapping else {
+            return self.emit(rec);
+        };
+        let now = ktime_now();
+        m.queue.push(&mut m.map, rec.clone(), now);
+        m.ask_if_needed(now);
+        self.emit_ready(now)
+    }
+
+    fn emit_ready(&mut self, now: u64) -> Result<()> {
+        let ready = match &mut self.mapping {
+            Some(m) => m.queue.ready(&m.map, now),
+            None => return Ok(()),
+        };
+        for rec in &ready {
+            self.emit(rec)?;
+        }
+        Ok(())
+    }
+
+    /// Print what no longer waits (the API answered or took too long).
+    fn pump(&mut self) -> Result<()> {
+        self.emit_ready(ktime_now())?;
+        self.flush()
+    }
+
+    fn on_api(&mut self, answer: ApiAnswer) -> Result<()> {
+        let now = ktime_now();
+        if let Some(m) = &mut self.mapping {
+            if let Some(err) = m.map.on_api(now, answer) {
+                log::warn!("{err}; containers are named by id only until it answers");
+            }
+            // Containers mapped while that request was out are asked now.
+            m.ask_if_needed(now);
+        }
+        self.pump()
+    }
+
+    /// At exit: give a request in flight its chance, then print the rest.
+    async fn finish(&mut self, answers: &mut Option<mpsc::Receiver<ApiAnswer>>) -> Result<()> {
+        let wait = Duration::from_nanos(API_WAIT_NS);
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.mapping.as_ref().is_some_and(|m| !m.queue.is_empty()) {
+            self.pump()?;
+            if self.mapping.as_ref().is_none_or(|m| m.queue.is_empty()) {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, recv(answers)).await {
+                Ok(Some(answer)) => self.on_api(answer)?,
+                _ => break,
+            }
+        }
+        if let Some(m) = &mut self.mapping {
+            let rest = m.queue.drain(&m.map);
+            for rec in &rest {
+                self.emit(rec)?;
+            }
+        }
+        self.flush()
     }
 
     fn write(&mut self, rec: &Record) -> Result<()> {

@@ -426,3 +426,50 @@ fn metrics_are_scraped_over_http() {
         "{err}"
     );
 }
+
+/// `--pid-of-dockerd` without exactly one dockerd: one sentence, exit 1
+/// (no root needed: it is checked before anything is loaded).
+#[test]
+fn pid_of_dockerd_needs_exactly_one_dockerd() {
+    let root = std::env::temp_dir().join(format!("nt-host-dockerd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let add = |pid: u32, comm: &str| {
+        let d = root.join(pid.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("stat"),
+            format!("{pid} ({comm}) S 1 {pid} {pid} 0\n"),
+        )
+        .unwrap();
+    };
+    add(1, "init");
+    let run = || {
+        Command::new(BIN)
+            .args(["--pid-of-dockerd", "--duration", "1", "--proc-root"])
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "netns-trace: --pid-of-dockerd: no dockerd process under {} (is Docker running? --pid PID takes any process)",
+            root.display()
+        )
+    );
+    add(40, "dockerd");
+    add(41, "dockerd");
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.trim()
+            .ends_with("(pids 40, 41): choose one with --pid PID"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}

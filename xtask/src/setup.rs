@@ -24,11 +24,19 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     // A venv for the Kubernetes manifest validator (kubernetes-validate).
     "python3-venv",
+    // Shared libraries of Debian's dockerd and runc, copied into the
+    // docker scenario's initramfs from the host (ldd).
+    "libdevmapper1.02.1",
+    "libseccomp2",
 ];
 
 /// Validates deploy/*.yaml against the official Kubernetes schema; the
 /// schemas ship inside the package, so it runs offline once installed.
 pub const KUBE_VALIDATE_VERSION: &str = "1.37.0";
+
+/// Debian bookworm's Docker, unpacked (never installed) for the docker
+/// scenario's guest: the daemon, its containerd and runc.
+pub const DOCKER_PACKAGES: &[&str] = &["docker.io", "containerd", "runc"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -40,6 +48,7 @@ pub fn run() -> Result<()> {
     for (short, _) in KERNELS {
         ensure_kernel(short)?;
     }
+    ensure_docker()?;
     println!("setup: done");
     Ok(())
 }
@@ -259,6 +268,52 @@ pub fn ensure_kernel(short: &str) -> Result<Kernel> {
     println!("setup: kernel {abi} extracted to {}", root.display());
     Ok(kernel)
 }
+
+/// Download and unpack Debian's docker.io, containerd and runc into
+/// `.cache/docker/root` (`apt-get download` + `dpkg -x`), unless done.
+pub fn ensure_docker() -> Result<PathBuf> {
+    let dir = cache_dir().join("docker");
+    let root = dir.join("root");
+    let marker = dir.join(".extracted");
+    if marker.exists() {
+        println!("setup: docker packages already extracted");
+        return Ok(root);
+    }
+    println!("setup: downloading {}", DOCKER_PACKAGES.join(" "));
+    let debs = dir.join("debs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&debs)?;
+    run_cmd(
+        Command::new("apt-get")
+            .arg("download")
+            .args(DOCKER_PACKAGES)
+            .current_dir(&debs),
+    )?;
+    for deb in std::fs::read_dir(&debs)? {
+        run_cmd(Command::new("dpkg").arg("-x").arg(deb?.path()).arg(&root))?;
+    }
+    for bin in DOCKER_BINARIES {
+        if !root.join(bin).exists() {
+            bail!(
+                "{bin} missing after unpacking {}",
+                DOCKER_PACKAGES.join(" ")
+            );
+        }
+    }
+    std::fs::remove_dir_all(&debs)?;
+    std::fs::write(&marker, "")?;
+    println!("setup: docker packages extracted to {}", root.display());
+    Ok(root)
+}
+
+/// What the guest needs of the unpacked packages.
+pub const DOCKER_BINARIES: &[&str] = &[
+    "usr/sbin/dockerd",
+    "usr/bin/docker",
+    "usr/bin/containerd",
+    "usr/bin/containerd-shim-runc-v2",
+    "usr/sbin/runc",
+];
 
 /// The `-common` headers and `linux-kbuild-*` packages named in the headers
 /// package's Depends (their names differ between 6.1 and 6.12 packaging).

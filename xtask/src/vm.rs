@@ -15,7 +15,7 @@ pub struct VmTestArgs {
     /// 6.1, 6.12 or all.
     #[arg(long, default_value = "all")]
     pub kernel: String,
-    /// churn, hold (alias stuck), neigh, dst, tcpsock, or all.
+    /// churn, hold (alias stuck), neigh, dst, tcpsock, late, docker, or all.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Keep the initramfs staging directories (for inspection).
@@ -73,7 +73,18 @@ const SCENARIOS: &[&str] = &[
     "exact",
     "exact-neigh",
     "exact-churn",
+    "docker",
 ];
+
+/// Guest memory: the docker scenario's initramfs holds ~190 MB of Docker
+/// binaries (in RAM), plus dockerd and containerd themselves.
+fn guest_mb(scenario: &str) -> u32 {
+    if scenario == "docker" {
+        2048
+    } else {
+        1024
+    }
+}
 
 const STALL: Duration = Duration::from_secs(120);
 const TOTAL: Duration = Duration::from_secs(300);
@@ -100,12 +111,30 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         .map(|s| setup::ensure_kernel(s))
         .collect::<Result<Vec<_>>>()?;
     build_guest_binaries(!args.stand_in && args.tracer.is_none())?;
+    let docker = match scenarios.contains(&"docker") {
+        true => Some(setup::ensure_docker()?),
+        false => None,
+    };
     let (mut passed, mut failed) = (0, 0);
     for k in &kernels {
         let module = build_module(k)?;
-        let cpio = build_initramfs(k, &module, &args)?;
+        let plain = scenarios.iter().any(|s| *s != "docker");
+        let cpio = match plain {
+            true => Some(build_initramfs(k, &module, &args, None)?),
+            false => None,
+        };
+        // Its own initramfs, so the other scenarios do not carry Docker.
+        let docker_cpio = match &docker {
+            Some(root) => Some(build_initramfs(k, &module, &args, Some(root))?),
+            None => None,
+        };
         for sc in &scenarios {
-            let outcome = boot_retrying_early_panic(k, &cpio, sc).and_then(|serial| {
+            let cpio = match *sc {
+                "docker" => docker_cpio.as_ref(),
+                _ => cpio.as_ref(),
+            }
+            .expect("built for the scenarios asked");
+            let outcome = boot_retrying_early_panic(k, cpio, sc).and_then(|serial| {
                 let sections = vm_assert::parse_sections(&serial);
                 let run = vm_assert::Run::from_sections(&sections).map_err(anyhow::Error::msg)?;
                 Ok(match *sc {
@@ -118,6 +147,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "exact-neigh" => vm_assert::check_exact(&run, "neigh"),
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
+                    "docker" => vm_assert::check_docker(&run),
                     _ => vm_assert::check_tcpsock(&run),
                 })
             });
@@ -168,7 +198,7 @@ pub fn demo(args: VmTestArgs) -> Result<()> {
     let k = setup::ensure_kernel(&args.kernel)?;
     build_guest_binaries(true)?;
     let module = build_module(&k)?;
-    let cpio = build_initramfs(&k, &module, &args)?;
+    let cpio = build_initramfs(&k, &module, &args, None)?;
     println!(
         "demo: Debian {} under QEMU; the test module holds lo of a namespace for {} ms after it is deleted",
         k.abi, args.hold_ms
@@ -286,6 +316,12 @@ case "$scenario" in
     wait $driver
     kill -INT $human; wait $human
     echo "nt-init: demo done" ;;
+  docker)
+    # dockerd's state on tmpfs (runc cannot pivot_root out of the initramfs:
+    # nt-scenario runs dockerd with DOCKER_RAMDISK=true).
+    mount -t tmpfs tmpfs /run
+    mount -t tmpfs tmpfs /var/lib/docker
+    /bin/nt-scenario docker --image /root/nt-busybox.tar --timeout {timeout} -- $tracer --pid-of-dockerd ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
     # module pins lo of a dying namespace (the JSON run drives the scenario).
@@ -309,10 +345,22 @@ poweroff -f
 }
 
 /// Newc initramfs: busybox, init, the two binaries with their shared
-/// libraries (ldd), and the module.
-fn build_initramfs(k: &Kernel, module: &Path, args: &VmTestArgs) -> Result<PathBuf> {
+/// libraries (ldd), and the module. With `docker` (the unpacked Debian
+/// packages): also dockerd, containerd, its shim, runc and the docker CLI,
+/// and a busybox root filesystem tarball for `docker import`.
+fn build_initramfs(
+    k: &Kernel,
+    module: &Path,
+    args: &VmTestArgs,
+    docker: Option<&Path>,
+) -> Result<PathBuf> {
     let base = cache_dir().join("build").join(&k.abi);
-    let stage = base.join("initramfs");
+    let name = if docker.is_some() {
+        "initramfs-docker"
+    } else {
+        "initramfs"
+    };
+    let stage = base.join(name);
     let _ = std::fs::remove_dir_all(&stage);
     for d in [
         "bin", "sbin", "lib", "proc", "sys", "dev", "tmp", "etc", "root",
@@ -323,6 +371,15 @@ fn build_initramfs(k: &Kernel, module: &Path, args: &VmTestArgs) -> Result<PathB
     copy(Path::new("/bin/busybox"), &stage.join("bin/busybox"))?;
     // (source, name in /bin)
     let mut bins = vec![(target.join("nt-scenario"), "nt-scenario")];
+    if let Some(root) = docker {
+        for b in setup::DOCKER_BINARIES {
+            let name = Path::new(b).file_name().unwrap().to_str().unwrap();
+            bins.push((root.join(b), name));
+        }
+        std::fs::create_dir_all(stage.join("var/lib/docker"))?;
+        std::fs::create_dir_all(stage.join("run"))?;
+        busybox_rootfs_tar(&base, &stage.join("root/nt-busybox.tar"))?;
+    }
     if args.stand_in {
         std::fs::write(stage.join("bin/stand-in-tracer"), STAND_IN)?;
         chmod_x(&stage.join("bin/stand-in-tracer"))?;
@@ -342,7 +399,7 @@ fn build_initramfs(k: &Kernel, module: &Path, args: &VmTestArgs) -> Result<PathB
     copy(module, &stage.join("lib/netns_leak.ko"))?;
     std::fs::write(stage.join("init"), init_script(args))?;
     chmod_x(&stage.join("init"))?;
-    let cpio = base.join("initramfs.cpio");
+    let cpio = base.join(format!("{name}.cpio"));
     run_cmd(
         Command::new("sh")
             .arg("-c")
@@ -356,6 +413,28 @@ fn build_initramfs(k: &Kernel, module: &Path, args: &VmTestArgs) -> Result<PathB
         std::fs::remove_dir_all(&stage)?;
     }
     Ok(cpio)
+}
+
+/// A root filesystem of busybox alone (`/bin/busybox` and `/bin/sh`,
+/// `/bin/sleep` links), as a tarball for `docker import`.
+fn busybox_rootfs_tar(base: &Path, out: &Path) -> Result<()> {
+    let root = base.join("busybox-rootfs");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("bin"))?;
+    copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
+    }
+    run_cmd(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(out)
+            .arg("."),
+    )?;
+    std::fs::remove_dir_all(&root)?;
+    Ok(())
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
@@ -401,7 +480,8 @@ fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
         log_path.display()
     );
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m"])
+        .arg(guest_mb(scenario).to_string())
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(k.vmlinuz())
         .arg("-initrd")

@@ -784,6 +784,75 @@ pub fn check_tcpsock(run: &Run) -> Result<String, String> {
     ))
 }
 
+/// The image the docker scenario imports and runs.
+pub const DOCKER_IMAGE: &str = "nt-busybox:latest";
+
+/// docker: every container's namespace is named on the tracer's records:
+/// `netns_create` of those run while it traced, `netns_destroy` of all
+/// (the one started before attach is known from the attach-time scan),
+/// each with the container's id (as `docker run` printed it), name and
+/// image; and no record about their namespaces names another container.
+pub fn check_docker(run: &Run) -> Result<String, String> {
+    run.driver_errors()?;
+    let containers = run.facts["containers"]
+        .as_array()
+        .ok_or("facts has no containers")?;
+    if containers.len() != 3 || !containers.iter().any(|c| c["before"] == true) {
+        return Err(format!(
+            "expected 3 containers, one started before the tracer: {containers:?}"
+        ));
+    }
+    let mut creates = 0;
+    for c in containers {
+        let (name, id) = (c["name"].as_str().unwrap_or("?"), &c["id"]);
+        let netns = c["netns"].as_u64().ok_or("container without netns")?;
+        let expect = |v: &Value| -> Result<(), String> {
+            let k = &v["container"];
+            if k["id"] != *id || k["name"] != name || k["image"] != DOCKER_IMAGE {
+                return Err(format!(
+                    "{name} (netns {netns}), {}: container {k}, expected id {id}, name {name}, image {DOCKER_IMAGE}",
+                    at(v)
+                ));
+            }
+            Ok(())
+        };
+        let about: Vec<&Value> = run
+            .events
+            .iter()
+            .filter(|v| v["netns"].as_u64() == Some(netns))
+            .collect();
+        let created: Vec<&&Value> = about
+            .iter()
+            .filter(|v| v["type"] == "netns_create")
+            .collect();
+        let destroyed: Vec<&&Value> = about
+            .iter()
+            .filter(|v| v["type"] == "netns_destroy")
+            .collect();
+        if c["before"] == true {
+            if !created.is_empty() {
+                return Err(format!("{name} was started before the tracer, yet a netns_create names its namespace {netns}"));
+            }
+        } else if created.is_empty() {
+            return Err(format!("no netns_create for {name} (netns {netns})"));
+        }
+        if destroyed.is_empty() {
+            return Err(format!("no netns_destroy for {name} (netns {netns})"));
+        }
+        for v in &about {
+            if v.get("container").is_none() {
+                return Err(format!("{} at {} has no container field", v["type"], at(v)));
+            }
+            expect(v)?;
+        }
+        creates += created.len();
+    }
+    check_summary(run)?;
+    Ok(format!(
+        "3 containers: id, name and image on {creates} netns_create and every netns_destroy (incl. one started before attach)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1163,5 +1232,60 @@ mod tests {
         assert!(late_run(150, "first_seen", 3)
             .unwrap_err()
             .contains("kernel's 2"));
+    }
+
+    fn docker_run(web2_name: &str) -> Run {
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let facts = format!(
+            r#"{{"scenario":"docker","containers":[{{"name":"nt-before","id":"{a}","netns":11,"before":true}},{{"name":"nt-web-1","id":"{b}","netns":12,"before":false}},{{"name":"nt-web-2","id":"{c}","netns":13,"before":false}}]}}"#
+        );
+        let k = |id: &str, name: &str| {
+            format!(r#"{{"id":"{id}","name":"{name}","image":"nt-busybox:latest","unknown":null}}"#)
+        };
+        let lines = [
+            format!(
+                r#"{{"type":"netns_create","time":1.0,"netns":12,"container":{}}}"#,
+                k(&b, "nt-web-1")
+            ),
+            format!(
+                r#"{{"type":"netns_create","time":1.5,"netns":13,"container":{}}}"#,
+                k(&c, web2_name)
+            ),
+            format!(
+                r#"{{"type":"netns_destroy","time":2.0,"netns":11,"container":{}}}"#,
+                k(&a, "nt-before")
+            ),
+            format!(
+                r#"{{"type":"netns_destroy","time":2.1,"netns":12,"container":{}}}"#,
+                k(&b, "nt-web-1")
+            ),
+            format!(
+                r#"{{"type":"netns_destroy","time":2.2,"netns":13,"container":{}}}"#,
+                k(&c, "nt-web-2")
+            ),
+            SUMMARY.to_string(),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        run_of(&serial(&facts, &refs, &[]))
+    }
+
+    #[test]
+    fn docker_names_checked() {
+        assert!(check_docker(&docker_run("nt-web-2")).is_ok());
+        let err = check_docker(&docker_run("nt-web-1")).unwrap_err();
+        assert!(
+            err.starts_with("nt-web-2 (netns 13), netns_create at 1.5 s: container "),
+            "{err}"
+        );
+        let mut r = docker_run("nt-web-2");
+        r.events
+            .retain(|v| !(v["type"] == "netns_destroy" && v["netns"] == 11));
+        assert_eq!(
+            check_docker(&r).unwrap_err(),
+            "no netns_destroy for nt-before (netns 11)"
+        );
+        let mut r = docker_run("nt-web-2");
+        r.events[2]["container"] = Value::Null;
+        assert!(check_docker(&r).unwrap_err().contains("container null"));
     }
 }

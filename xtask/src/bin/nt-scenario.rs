@@ -68,6 +68,16 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// Run a real dockerd, then run and remove containers (`--network
+    /// none`: each still gets a namespace of its own) while the tracer
+    /// runs: one container started before it, two while it runs.
+    Docker {
+        /// Root filesystem tarball to `docker import` as nt-busybox:latest.
+        #[arg(long, default_value = "/root/nt-busybox.tar")]
+        image: String,
+        #[command(flatten)]
+        common: Common,
+    },
     #[command(name = "__churn-child", hide = true)]
     ChurnChild,
     #[command(name = "__stuck-child", hide = true)]
@@ -84,6 +94,7 @@ fn main() {
                 churn(t, facts, count, timeout)
             })
         }
+        Scenario::Docker { image, common } => docker_scenario(&image, common),
         Scenario::Stuck {
             mode,
             hold_ms,
@@ -591,4 +602,149 @@ fn tcp_roundtrip() -> std::io::Result<()> {
     let mut b = [0u8; 1];
     server.read_exact(&mut b)?;
     Ok(())
+}
+
+const IMAGE: &str = "nt-busybox:latest";
+
+/// `docker ARGS`: stdout trimmed, or an error with its stderr.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker {}: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Start dockerd and poll its API (through the CLI) until it answers.
+fn start_dockerd(timeout: Duration) -> Result<Child, String> {
+    let log = std::fs::File::create("/tmp/dockerd.log").map_err(|e| e.to_string())?;
+    let mut child = Command::new("dockerd")
+        .args([
+            "--storage-driver=vfs",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+            "--bridge=none",
+            "--userland-proxy=false",
+        ])
+        // runc cannot pivot_root when / is the initramfs: use MS_MOVE.
+        .env("DOCKER_RAMDISK", "true")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start dockerd: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if docker(&["version", "--format", "{{.Server.Version}}"]).is_ok() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("dockerd exited ({status}):\n{}", dockerd_log()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "dockerd not answering after {timeout:?}:\n{}",
+                dockerd_log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn dockerd_log() -> String {
+    let text = std::fs::read_to_string("/tmp/dockerd.log").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// `docker run -d --network none --name NAME` and what the scenario
+/// knows about it: {name, id, netns, before}.
+fn run_container(name: &str, before: bool) -> Result<Value, String> {
+    let id = docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        IMAGE,
+        "/bin/sleep",
+        "600",
+    ])?;
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", name])?;
+    let netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("{name}: /proc/{pid}/ns/net: {e}"))?
+        .ino();
+    Ok(json!({"name": name, "id": id, "netns": netns, "before": before}))
+}
+
+fn docker_scenario(image: &str, common: Common) {
+    let timeout = Duration::from_secs(common.timeout);
+    let mut facts = json!({"scenario": "docker", "containers": []});
+    let mut dockerd = match start_dockerd(timeout) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            add_error(&mut facts, &e);
+            None
+        }
+    };
+    let mut before = None;
+    if dockerd.is_some() {
+        facts["docker_version"] =
+            json!(docker(&["version", "--format", "{{.Server.Version}}"]).unwrap_or_default());
+        match docker(&["import", image, IMAGE]).and_then(|_| run_container("nt-before", true)) {
+            Ok(c) => before = Some(c),
+            Err(e) => add_error(&mut facts, &e),
+        }
+    }
+    run(common, &mut facts, |t, facts, timeout| {
+        let Some(first) = before else { return };
+        let mut all = vec![first];
+        for name in ["nt-web-1", "nt-web-2"] {
+            match run_container(name, false) {
+                Ok(c) => all.push(c),
+                Err(e) => add_error(facts, &e),
+            }
+        }
+        facts["containers"] = json!(all);
+        let netns = |c: &Value| c["netns"].as_u64().unwrap_or(0);
+        // Remove them once the tracer has reported the new namespaces.
+        let created = t.lines.wait_for(timeout, |lines| {
+            all.iter()
+                .filter(|c| c["before"] == false)
+                .all(|c| lines.iter().any(|v| has(v, "netns_create", netns(c))))
+        });
+        if !created {
+            add_error(facts, "timeout: no netns_create for every new container");
+        }
+        // Newest first: without pivot_root (DOCKER_RAMDISK) a container's
+        // mount namespace keeps copies of the netns bind mounts of the
+        // containers started before it, which pin their namespaces.
+        for c in all.iter().rev() {
+            if let Err(e) = docker(&["rm", "-f", c["name"].as_str().unwrap_or("")]) {
+                add_error(facts, &e);
+            }
+        }
+        let destroyed = t.lines.wait_for(timeout, |lines| {
+            all.iter()
+                .all(|c| lines.iter().any(|v| has(v, "netns_destroy", netns(c))))
+        });
+        if !destroyed {
+            add_error(facts, "timeout: no netns_destroy for every container");
+        }
+    });
+    if let Some(d) = dockerd.as_mut() {
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+        let _ = d.wait();
+    }
 }
