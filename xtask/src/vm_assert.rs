@@ -1204,7 +1204,16 @@ mod tests {
         assert_eq!(usage_counts(&lines), [2, 5]);
     }
 
-    fn late_run(first_ms: u64, since: &str, usage: i64) -> Result<String, String> {
+    const LATE_SCAN: &str = r#"{"type":"scan","time":0.3,"devices":["lo of netns 20"],"tables":[{"table":"arp_tbl","buckets":8,"truncated":false,"error":null},{"table":"nd_tbl","buckets":8,"truncated":false,"error":null}],"not_scanned":["TCP/UDP sockets and their cached dst"],"unavailable":null}"#;
+    const LATE_BLOCKED: &str = r#"{"type":"blocked","time":0.3,"pid":12,"tgid":12,"comm":"kworker/u8:0","reason":"teardown: waiting for a device's references (netdev_run_todo)","blocked_s":0.1,"stack":["msleep+0x2b","netdev_run_todo+0x36c"]}"#;
+
+    fn late_lines(
+        first_ms: u64,
+        since: &str,
+        usage: i64,
+        last_release: &str,
+        extra: &[&str],
+    ) -> Result<String, String> {
         let facts = format!(
             r#"{{"scenario":"stuck","mode":"neigh","hold_ms":9000,"attach_late":true,"inodes":[20],"first_report_ms":{first_ms}}}"#
         );
@@ -1212,12 +1221,26 @@ mod tests {
             r#"{{"type":"dev_wait","time":0.2,"netns":20,"device":"lo","ifindex":1,"refcnt":{usage},"usage_count":{usage},"waiting_s":0.0,"wait_since":"{since}","holders":[],"attributed":0,"unattributed":{}}}"#,
             usage - 1
         );
-        let released = r#"{"type":"dev_released","time":5.0,"netns":20,"device":"lo","ifindex":1,"refcnt":1,"usage_count":1,"waiting_s":4.8,"wait_since":"first_seen","holders":[],"attributed":0,"unattributed":0}"#;
-        check_late(&run_of(&serial(
-            &facts,
-            &[&wait, released, SUMMARY],
-            &[WAITING],
-        )))
+        let released = format!(
+            r#"{{"type":"dev_released","time":5.0,"netns":20,"device":"lo","ifindex":1,"refcnt":1,"usage_count":1,"waiting_s":4.8,"wait_since":"first_seen","holders":[],"attributed":0,"unattributed":0,"exact":{{"outstanding":0,"last_release":{{"stack":{last_release}}}}}}}"#
+        );
+        let mut lines = vec![wait.as_str()];
+        lines.extend_from_slice(extra);
+        lines.push(&released);
+        lines.push(SUMMARY);
+        check_late(&run_of(&serial(&facts, &lines, &[WAITING])))
+    }
+
+    const MODULE_RELEASE: &str = r#"["neigh_destroy+0xd9","leak_release+0xc2 [netns_leak]"]"#;
+
+    fn late_run(first_ms: u64, since: &str, usage: i64) -> Result<String, String> {
+        late_lines(
+            first_ms,
+            since,
+            usage,
+            MODULE_RELEASE,
+            &[LATE_SCAN, LATE_BLOCKED],
+        )
     }
 
     #[test]
@@ -1232,6 +1255,18 @@ mod tests {
         assert!(late_run(150, "first_seen", 3)
             .unwrap_err()
             .contains("kernel's 2"));
+        let no_scan = late_lines(150, "first_seen", 2, MODULE_RELEASE, &[LATE_BLOCKED]);
+        assert!(no_scan.unwrap_err().contains("no scan record"));
+        let no_worker = late_lines(150, "first_seen", 2, MODULE_RELEASE, &[LATE_SCAN]);
+        assert!(no_worker.unwrap_err().contains("teardown worker"));
+        let other = late_lines(
+            150,
+            "first_seen",
+            2,
+            r#"["dst_destroy+0x1"]"#,
+            &[LATE_SCAN, LATE_BLOCKED],
+        );
+        assert!(other.unwrap_err().contains("last release"));
     }
 
     fn docker_run(web2_name: &str) -> Run {
