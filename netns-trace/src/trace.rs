@@ -492,6 +492,7 @@ fn drain(
     out: &mut Output,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
+        session.note_read();
         let rec = match netns_trace::events::decode(&item) {
             // Watch requests need the kernel (perf_event_open): armed here.
             Ok(Event::WatchTarget(t)) => {
