@@ -76,6 +76,8 @@ pub fn run(a: BenchArgs) {
             order.reverse();
         }
         for side in order {
+            // Progress on the console, so a stalled guest shows where.
+            eprintln!("nt-scenario: bench round {round}: {side}");
             let r = match side {
                 "untraced" => untraced_round(&a, &mut out),
                 "traced" => traced_round(&a, &mut out, timeout, &mut attach_rec),
@@ -86,6 +88,7 @@ pub fn run(a: BenchArgs) {
             }
         }
         if let Some(bt) = &a.bpftrace {
+            eprintln!("nt-scenario: bench round {round}: bpftrace");
             match bpftrace_round(bt, attach_rec.as_ref(), timeout) {
                 Ok((ready, first)) => {
                     push(&mut out["attach"]["bpftrace_ready_ms"], json!(ready));
@@ -100,6 +103,7 @@ pub fn run(a: BenchArgs) {
         eprintln!("nt-scenario: bench round {round} done");
     }
     for step in &a.ramp {
+        eprintln!("nt-scenario: bench ramp {step}");
         match ramp_step(&a, step, timeout) {
             Ok(v) => push(&mut out["ramp"], v),
             Err(e) => error(&mut out, &format!("ramp {step}: {e}")),
@@ -642,8 +646,18 @@ fn bpftrace_round(
         let first = wait_line(&|l| l == want)?;
         Ok((ms(ready - spawned), ms(first - spawned)))
     })();
+    // SIGINT (bpftrace prints its maps and exits), SIGKILL after 30 s.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            eprintln!("nt-scenario: bench: bpftrace ignored SIGINT for 30 s; killing it");
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = reader.join();
     let stderr = err_reader.join().unwrap_or_default();
     result.map_err(|e: String| format!("{e}; stderr: {}", stderr.trim()))
