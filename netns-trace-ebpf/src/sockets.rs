@@ -1,7 +1,15 @@
 //! Sockets: `sock:inet_sock_set_state` (a stable tracepoint on every
 //! kernel, also where kprobes are refused) reports TCP state changes of
-//! sockets in non-initial namespaces, with the device their cached dst
-//! sits on, so the ledger can tell whether a socket pins a device.
+//! kernel sockets in non-initial namespaces, with the device their cached
+//! dst sits on, so the ledger can tell whether a socket pins a device.
+//!
+//! Only kernel sockets (`sk_kern_sock`): a user socket holds a reference on
+//! its namespace, so while it exists the namespace is not torn down and
+//! its devices are not waiting; it can never be the holder of a dying
+//! namespace's lo. Sending every user connection's ~10 state changes to
+//! userspace cut loopback TCP connect/close throughput to 0.28x under
+//! `cargo xtask bench` (docs/performance.md); filtered here, a connection
+//! costs one tracepoint run and no event.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use netns_trace_common::{kind, SockState, NAME_LEN};
 
@@ -16,7 +24,14 @@ fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, Counted> {
 fn on_state(ctx: &TracePointContext) -> Result<(), Counted> {
     let sk = field::<u64>(ctx, off!(tp_sk_skaddr))?;
     let inum = net_inum(read::<u64>(sk, off!(sock_net))?)?;
-    if inum == setting!(init_netns_inum) || !netns_in_scope(inum) {
+    if inum == setting!(init_netns_inum) {
+        return Ok(());
+    }
+    // A kernel without the sk_kern_sock bit (MISSING offset): no filter.
+    let known = off!(sock_kern_byte) != netns_trace_common::Offsets::MISSING;
+    let kern_byte = read::<u8>(sk, off!(sock_kern_byte)).unwrap_or(0);
+    let kernel = (kern_byte >> (off!(sock_kern_bit) & 7)) & 1;
+    if (known && kernel == 0) || !netns_in_scope(inum) {
         return Ok(());
     }
     let family = field::<u16>(ctx, off!(tp_sk_family))?;
@@ -43,8 +58,6 @@ fn on_state(ctx: &TracePointContext) -> Result<(), Counted> {
     } else {
         [0; NAME_LEN]
     };
-    let kern_byte = read::<u8>(sk, off!(sock_kern_byte)).unwrap_or(0);
-    let kern_bit = off!(sock_kern_bit) & 7;
     emit(&SockState {
         hdr: header(kind::SOCK_STATE),
         sk,
@@ -57,7 +70,7 @@ fn on_state(ctx: &TracePointContext) -> Result<(), Counted> {
         dport: field::<u16>(ctx, off!(tp_sk_dport))?,
         oldstate: field::<i32>(ctx, off!(tp_sk_oldstate))? as u8,
         newstate: field::<i32>(ctx, off!(tp_sk_newstate))? as u8,
-        kernel: (kern_byte >> kern_bit) & 1,
+        kernel,
         _pad: 0,
         saddr,
         daddr,

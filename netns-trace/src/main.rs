@@ -76,7 +76,11 @@ fn no_color_env() -> bool {
 pub struct Prepared {
     pub caps: KernelCaps,
     pub symbols: Symbols,
-    pub btf: btf_rs::Btf,
+    /// Struct offsets from BTF, and the fields this kernel lacks.
+    pub btf_offsets: (netns_trace_common::Offsets, Vec<String>),
+    /// TCP state names from the kernel's enum.
+    pub tcp_states: std::collections::HashMap<u8, String>,
+    /// The one parse of the kernel BTF that aya uses (loader and attach).
     pub aya_btf: aya::Btf,
     pub plan: Plan,
 }
@@ -90,6 +94,8 @@ pub fn prepare() -> Result<Prepared> {
     let tracefs = tracefs::ensure_mounted();
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
     let caps = KernelCaps::probe(tracefs.clone(), &kallsyms);
+    let symbols = Symbols::parse(&kallsyms);
+    drop(kallsyms);
     if !caps.btf {
         bail!(
             "this kernel ({}) has no BTF ({} is missing): netns-trace needs CONFIG_DEBUG_INFO_BTF to read kernel structures",
@@ -100,9 +106,13 @@ pub fn prepare() -> Result<Prepared> {
     if caps.lockdown.as_deref() == Some("confidentiality") {
         bail!("kernel lockdown is in confidentiality mode, which forbids eBPF from reading kernel memory: netns-trace cannot run here");
     }
-    let btf = btf::load_vmlinux()?;
+    // What we need from btf-rs's parse, then drop it before aya parses the
+    // same BTF: the two parses alive together were a third of peak memory.
+    let (btf_offsets, tcp_states) = {
+        let btf = btf::load_vmlinux()?;
+        (btf::resolve_offsets(&btf), btf::tcp_state_names(&btf))
+    };
     let aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
-    let symbols = Symbols::parse(&kallsyms);
     let traceable = tracefs
         .as_ref()
         .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())
@@ -121,7 +131,8 @@ pub fn prepare() -> Result<Prepared> {
     Ok(Prepared {
         caps,
         symbols,
-        btf,
+        btf_offsets,
+        tcp_states,
         aya_btf,
         plan,
     })
@@ -157,7 +168,7 @@ mod doctor {
             docker_socket: "/var/run/docker.sock".into(),
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
-        let mut ebpf = load_programs(&offsets, &config)?;
+        let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
         // --exact: the kernel's preconditions, then the verifier's word on
         // the two watchpoint programs.
         let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {

@@ -489,6 +489,8 @@ pub struct SummaryRec {
     /// Destroyed but not yet cleaned up (queued or in a running batch).
     pub netns_pending: Vec<u32>,
     pub devices_still_waiting: Vec<StillWaiting>,
+    /// Ring-buffer records read (decoded or not): the tracer's event load.
+    pub events_read: u64,
     pub lost: LostCounts,
 }
 
@@ -1780,6 +1782,7 @@ mod tests {
                 unattributed: 1,
                 over: 0,
             }],
+            events_read: 250,
             lost: LostCounts {
                 ringbuf_drops: 4,
                 ..Default::default()
@@ -1792,7 +1795,7 @@ mod tests {
         let s = Record::Summary(summary());
         assert_eq!(
             json_line(&s),
-            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"events_read":250,"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
         );
         let mut r = Renderer::new(false);
         assert_eq!(

@@ -103,6 +103,7 @@ pub struct Session {
     cleanup_batches: u64,
     slowest: Option<(u64, u32)>,
     decode_errors: u64,
+    events_read: u64,
     lost_reported: LostCounts,
     ledger: Ledger,
     exact: ExactLedger,
@@ -140,6 +141,7 @@ impl Session {
             cleanup_batches: 0,
             slowest: None,
             decode_errors: 0,
+            events_read: 0,
             lost_reported: LostCounts::default(),
         }
     }
@@ -385,6 +387,12 @@ impl Session {
     }
 
     /// Malformed records seen by [`Session::on_bytes`].
+    /// One ring-buffer record was read (counted for `summary.events_read`,
+    /// including those consumed outside the session, e.g. watch requests).
+    pub fn note_read(&mut self) {
+        self.events_read += 1;
+    }
+
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors
     }
@@ -760,6 +768,7 @@ impl Session {
             slowest_teardown_netns: self.slowest.map(|s| s.1),
             netns_pending: pending,
             devices_still_waiting: waiting,
+            events_read: self.events_read,
             lost,
         })
     }

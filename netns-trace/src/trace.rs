@@ -14,10 +14,7 @@ use netns_trace::events::Event;
 use netns_trace::{
     cli::{RunOptions, TraceOptions},
     containers::{procfs, ContainerMap, Info, OutputQueue, API_WAIT_NS},
-    kernel::{
-        btf::{resolve_offsets, tcp_state_names},
-        tracefs,
-    },
+    kernel::tracefs,
     metrics::Metrics,
     output::{AttachRec, HumanStyle, LostCounts, Record, Renderer},
     report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
@@ -34,7 +31,7 @@ use crate::{attach, probes, serve, stacks::StackResolver, watch::Watcher, Prepar
 
 /// Offsets and config for the programs, plus the fields this kernel lacks.
 pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, Vec<String>) {
-    let (mut offsets, missing) = resolve_offsets(&prepared.btf);
+    let (mut offsets, missing) = prepared.btf_offsets.clone();
     if let Some(t) = &prepared.caps.tracefs {
         let tp = |cat: &str, name: &str, field: &str| {
             tracefs::field_offset(t, cat, name, field).unwrap_or(Offsets::MISSING)
@@ -133,8 +130,8 @@ pub fn exact_unavailable(
     None
 }
 
-pub fn load_programs(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
-    probes::load(offsets, config)
+pub fn load_programs(offsets: &Offsets, config: &Config, btf: &aya::Btf) -> Result<Ebpf> {
+    probes::load(offsets, config, btf)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -209,7 +206,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         // (followed through fork in the kernel) and their namespaces.
         config.filter_enabled = 1;
     }
-    let mut ebpf = load_programs(&offsets, &config)?;
+    let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
     // Incident mode: the holder scan when a device is first found stuck.
     let scanner = crate::scan::Scanner::load(&mut ebpf, &prepared.symbols, &offsets)
         .map_err(|e| format!("{e:#}"));
@@ -400,7 +397,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         pids: opts.pids.clone(),
         symbols: Some(prepared.symbols),
         baseline: prepared.caps.free_refcnt(),
-        tcp_states: tcp_state_names(&prepared.btf),
+        tcp_states: prepared.tcp_states.clone(),
     });
     session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(resolver)));
 
@@ -633,6 +630,7 @@ fn drain(
     out: &mut Output,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
+        session.note_read();
         let rec = match netns_trace::events::decode(&item) {
             // Watch requests need the kernel (perf_event_open): armed here.
             Ok(Event::WatchTarget(t)) => {

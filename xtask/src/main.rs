@@ -1,4 +1,7 @@
-//! Developer verbs: `cargo xtask setup`, `cargo xtask test`, `cargo xtask vm-test`.
+//! Developer verbs: `cargo xtask setup`, `cargo xtask test`, `cargo xtask vm-test`,
+//! `cargo xtask bench`.
+mod bench;
+mod bench_report;
 mod setup;
 mod test;
 mod vm;
@@ -25,6 +28,10 @@ enum Cmd {
     /// Run `netns-trace doctor` (and list the hook symbols) inside a stock
     /// Debian kernel under QEMU (kernel defaults to 6.12).
     VmDoctor(vm::VmTestArgs),
+    /// Benchmarks in the test kernels under QEMU: namespace churn and
+    /// loopback TCP traced versus untraced, attach time (and bpftrace's),
+    /// ring-buffer throughput and drops, the loader's memory and CPU.
+    Bench(bench::BenchArgs),
     /// Validate deploy/daemonset.yaml against the Kubernetes schema (part
     /// of `test`).
     ValidateManifests,
@@ -53,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::VmDoctor(args) => vm::demo(in_guest(args, "doctor")),
         Cmd::Test { skip_vm } => test::run(skip_vm),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Man => man(),
         Cmd::ValidateManifests => test::validate_manifests(),
     }

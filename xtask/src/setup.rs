@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "dwarves",
     "kmod",
     "bpftool",
+    // cargo xtask bench: the attach time of an equivalent bpftrace script.
+    "bpftrace",
     // A venv for the Kubernetes manifest validator (kubernetes-validate).
     "python3-venv",
     // Shared libraries of Debian's dockerd and runc, copied into the

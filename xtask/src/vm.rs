@@ -28,7 +28,7 @@ pub struct VmTestArgs {
     /// Test this netns-trace binary instead of building the workspace's
     /// (e.g. one built from another commit while the tree is mid-edit).
     #[arg(long, value_name = "PATH")]
-    tracer: Option<PathBuf>,
+    pub tracer: Option<PathBuf>,
     /// Seconds nt-scenario waits for the tracer's events.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -46,6 +46,12 @@ pub struct VmTestArgs {
     /// incident view an SRE gets on attaching).
     #[arg(long, conflicts_with = "exact")]
     pub incident: bool,
+    /// bench only: the `nt-scenario bench` options (set by `xtask bench`).
+    #[arg(skip)]
+    pub bench: Option<String>,
+    /// More binaries for /bin, with their shared libraries (bench: bpftrace).
+    #[arg(skip)]
+    pub extra_bins: Vec<PathBuf>,
 }
 
 impl VmTestArgs {
@@ -176,7 +182,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
 
 /// Release builds of what goes into the initramfs: the scenario driver,
 /// and the tracer unless a prebuilt one (or the stand-in) is used.
-fn build_guest_binaries(tracer: bool) -> Result<()> {
+pub fn build_guest_binaries(tracer: bool) -> Result<()> {
     let root = repo_root();
     if tracer {
         run_cmd(
@@ -250,7 +256,7 @@ fn reached_init(k: &Kernel, scenario: &str) -> bool {
 
 /// Build testmod/ against this kernel's headers, in a copy under .cache
 /// (kbuild writes its objects next to the sources).
-fn build_module(k: &Kernel) -> Result<PathBuf> {
+pub fn build_module(k: &Kernel) -> Result<PathBuf> {
     let dir = cache_dir().join("build").join(&k.abi).join("testmod");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -270,6 +276,7 @@ fn build_module(k: &Kernel) -> Result<PathBuf> {
 
 fn init_script(a: &VmTestArgs) -> String {
     let (timeout, mode, hold_ms) = (a.timeout, &a.mode, a.hold_ms);
+    let bench = a.bench.as_deref().unwrap_or("");
     // demo --exact: both tracers watch; the leak waits for the watchpoints.
     let (exact, await_watch) = if a.exact {
         (" --exact", " --await-watch")
@@ -303,6 +310,7 @@ case "$scenario" in
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
+  bench) /bin/nt-scenario bench {bench} --timeout {timeout} -- $tracer ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   demo-incident)
     # The SRE's case: lo is already stuck when the tracer starts. The
@@ -348,7 +356,7 @@ poweroff -f
 /// libraries (ldd), and the module. With `docker` (the unpacked Debian
 /// packages): also dockerd, containerd, its shim, runc and the docker CLI,
 /// and a busybox root filesystem tarball for `docker import`.
-fn build_initramfs(
+pub fn build_initramfs(
     k: &Kernel,
     module: &Path,
     args: &VmTestArgs,
@@ -389,6 +397,10 @@ fn build_initramfs(
             tracer.unwrap_or_else(|| target.join("netns-trace")),
             "netns-trace",
         ));
+    }
+    for b in &args.extra_bins {
+        let name = b.file_name().and_then(|n| n.to_str()).unwrap_or("extra");
+        bins.push((b.clone(), name));
     }
     for (b, name) in &bins {
         copy(b, &stage.join("bin").join(name))?;
@@ -468,8 +480,37 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Guest size and the harness's patience.
+pub struct BootOpts {
+    pub mem_mb: u32,
+    pub smp: u32,
+    /// Kill QEMU after this long in all...
+    pub total: Duration,
+    /// ...or after this long without output.
+    pub stall: Duration,
+}
+
+impl Default for BootOpts {
+    fn default() -> Self {
+        BootOpts {
+            mem_mb: 1024,
+            smp: 2,
+            total: TOTAL,
+            stall: STALL,
+        }
+    }
+}
+
 /// Boot one scenario; return the serial output (also in .cache/vm-logs/).
 fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
+    let opts = BootOpts {
+        mem_mb: guest_mb(scenario),
+        ..BootOpts::default()
+    };
+    boot_with(k, cpio, scenario, &opts)
+}
+
+pub fn boot_with(k: &Kernel, cpio: &Path, scenario: &str, o: &BootOpts) -> Result<String> {
     let logs = cache_dir().join("vm-logs");
     std::fs::create_dir_all(&logs)?;
     let log_path = logs.join(format!("{}-{scenario}.log", k.abi));
@@ -480,8 +521,8 @@ fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
         log_path.display()
     );
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m"])
-        .arg(guest_mb(scenario).to_string())
+        .args(["-accel", "tcg", "-cpu", "max"])
+        .args(["-m", &o.mem_mb.to_string(), "-smp", &o.smp.to_string()])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(k.vmlinuz())
         .arg("-initrd")
@@ -509,7 +550,7 @@ fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
     let mut serial = Vec::new();
     let mut killed = None;
     loop {
-        match rx.recv_timeout(STALL.min(TOTAL.saturating_sub(start.elapsed()))) {
+        match rx.recv_timeout(o.stall.min(o.total.saturating_sub(start.elapsed()))) {
             Ok(chunk) => {
                 log.write_all(&chunk)?;
                 serial.extend_from_slice(&chunk);
@@ -520,15 +561,15 @@ fn boot(k: &Kernel, cpio: &Path, scenario: &str) -> Result<String> {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                killed = Some(if start.elapsed() >= TOTAL {
-                    "total time over 300 s"
+                killed = Some(if start.elapsed() >= o.total {
+                    "total time over its limit"
                 } else {
-                    "no output for 120 s"
+                    "no output for too long"
                 });
             }
         }
-        if killed.is_none() && start.elapsed() >= TOTAL {
-            killed = Some("total time over 300 s");
+        if killed.is_none() && start.elapsed() >= o.total {
+            killed = Some("total time over its limit");
         }
         if let Some(why) = killed {
             let _ = child.kill();

@@ -9,6 +9,8 @@
 //! Namespace children are this same binary re-executed (`__churn-child`,
 //! `__stuck-child`) rather than fork()ed: the parent has reader threads, and
 //! only exec gives the child a clean single-threaded process.
+mod bench;
+
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -78,6 +80,10 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// The measuring loops of `cargo xtask bench` (namespace churn, loopback
+    /// TCP, attach time, ring-buffer ramp, the tracer's CPU and memory),
+    /// untraced and traced in interleaved rounds; prints a `bench` section.
+    Bench(bench::BenchArgs),
     #[command(name = "__churn-child", hide = true)]
     ChurnChild,
     #[command(name = "__stuck-child", hide = true)]
@@ -88,6 +94,7 @@ fn main() {
     match Cli::parse().scenario {
         Scenario::ChurnChild => child(true),
         Scenario::StuckChild => child(false),
+        Scenario::Bench(args) => bench::run(args),
         Scenario::Churn { count, common } => {
             let mut facts = json!({"scenario": "churn", "count": count});
             run(common, &mut facts, |t, facts, timeout| {

@@ -1,0 +1,125 @@
+//! `cargo xtask bench`: boot each test kernel once under QEMU and run the
+//! measuring loops (`nt-scenario bench`) in it: every figure comes from one
+//! boot, traced versus untraced in interleaved rounds. Prints the table
+//! (bench_report) and, with --write, writes docs/performance.md.
+use crate::bench_report;
+use crate::setup::{self, repo_root};
+use crate::vm::{self, VmTestArgs};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// 6.1, 6.12 or all.
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// Rounds of each measurement (untraced and traced interleaved).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Namespaces created and destroyed per churn round.
+    #[arg(long, default_value_t = 100)]
+    churn_count: usize,
+    /// Loopback TCP connections per round.
+    #[arg(long, default_value_t = 1000)]
+    tcp_count: usize,
+    /// Ring-buffer ramp steps: namespaces per minute (paced) or maxN
+    /// (N threads, unpaced).
+    #[arg(long, default_value = "1200,max1,max2,max4")]
+    ramp: String,
+    /// Seconds per ramp step.
+    #[arg(long, default_value_t = 10)]
+    ramp_secs: u64,
+    /// Leave bpftrace out (it makes the initramfs about 200 MB larger).
+    #[arg(long)]
+    no_bpftrace: bool,
+    /// Benchmark this netns-trace binary instead of building the workspace's
+    /// (e.g. an older commit, for before/after figures).
+    #[arg(long, value_name = "PATH")]
+    tracer: Option<PathBuf>,
+    /// Write the results to this Markdown file (e.g. docs/performance.md):
+    /// the command, the kernel and the tables of this run.
+    #[arg(long, value_name = "FILE")]
+    write: Option<PathBuf>,
+}
+
+/// Debian's bpftrace on the build machine (installed by `cargo xtask setup`).
+const BPFTRACE: &str = "/usr/bin/bpftrace";
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let shorts: Vec<String> = match a.kernel.as_str() {
+        "all" => setup::KERNELS.iter().map(|(s, _)| s.to_string()).collect(),
+        k => vec![k.to_string()],
+    };
+    let bpftrace = !a.no_bpftrace && std::path::Path::new(BPFTRACE).exists();
+    if !a.no_bpftrace && !bpftrace {
+        println!("bench: {BPFTRACE} missing (run cargo xtask setup): bpftrace left out");
+    }
+    let mut guest_cmd = format!(
+        "--rounds {} --churn-count {} --tcp-count {} --ramp {} --ramp-secs {}",
+        a.rounds, a.churn_count, a.tcp_count, a.ramp, a.ramp_secs
+    );
+    if bpftrace {
+        guest_cmd += " --bpftrace /bin/bpftrace";
+    }
+    let mut sections = Vec::new();
+    for short in &shorts {
+        let k = setup::ensure_kernel(short)?;
+        let mut args = VmTestArgs::all();
+        args.kernel = short.clone();
+        args.scenario = "bench".into();
+        args.tracer = a.tracer.clone();
+        args.bench = Some(guest_cmd.clone());
+        if bpftrace {
+            args.extra_bins.push(PathBuf::from(BPFTRACE));
+        }
+        vm::build_guest_binaries(a.tracer.is_none())?;
+        let module = vm::build_module(&k)?;
+        let cpio = vm::build_initramfs(&k, &module, &args, None)?;
+        let boot = vm::BootOpts {
+            // bpftrace and its LLVM live in the initramfs, i.e. in RAM.
+            mem_mb: if bpftrace { 3072 } else { 1024 },
+            // One vCPU: the churn loop, the kernel's cleanup worker and the
+            // tracer all compete for it, so every cost of tracing shows in
+            // the loop's rate (with two, the tracer could hide on the other).
+            smp: 1,
+            total: Duration::from_secs(3600),
+            stall: Duration::from_secs(600),
+        };
+        let serial = vm::boot_with(&k, &cpio, "bench", &boot)?;
+        let parsed = crate::vm_assert::parse_sections(&serial);
+        let body = parsed
+            .get("bench")
+            .context("no bench section in the serial log (see .cache/vm-logs)")?;
+        let v: Value = serde_json::from_str(&body.join("\n")).context("bench section")?;
+        let rows = bench_report::rows(&v);
+        println!(
+            "\nbench: {} ({})",
+            k.abi,
+            v["kernel"].as_str().unwrap_or("?")
+        );
+        print!("{}", bench_report::text_table(&rows));
+        for e in v["errors"].as_array().into_iter().flatten() {
+            println!("bench: error in the guest: {}", e.as_str().unwrap_or("?"));
+        }
+        sections.push((k.abi.clone(), v, rows));
+    }
+    if let Some(path) = &a.write {
+        let cmd = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+        let block = bench_report::generated(&format!("cargo xtask {cmd}"), &sections);
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            repo_root().join(path)
+        };
+        let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Performance\n".into());
+        let text = bench_report::splice(&existing, &block);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("bench: wrote {}", path.display());
+    }
+    if sections.is_empty() {
+        bail!("no kernel benchmarked");
+    }
+    Ok(())
+}

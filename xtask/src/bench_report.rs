@@ -1,0 +1,604 @@
+//! Pure part of `cargo xtask bench`: statistics over the guest's raw
+//! samples (median, spread), traced/untraced ratios, goal verdicts, and the
+//! table (terminal and Markdown). No I/O, unit-tested.
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Median and spread (min, max) of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+pub fn stat(xs: &[f64]) -> Option<Stat> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Stat {
+        median,
+        min: v[0],
+        max: v[n - 1],
+        n,
+    })
+}
+
+/// Per-round ratios a[i]/b[i] (rounds are paired: same boot, adjacent in
+/// time), so the spread of the ratio shows the noise of the pairing.
+pub fn ratios(num: &[f64], den: &[f64]) -> Vec<f64> {
+    num.iter()
+        .zip(den)
+        .filter(|(_, d)| **d > 0.0)
+        .map(|(n, d)| n / d)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    AtLeast,
+    AtMost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// No goal, or no figure.
+    None,
+}
+
+pub fn verdict(value: Option<f64>, goal: Option<(Goal, f64)>) -> Verdict {
+    match (value, goal) {
+        (Some(v), Some((Goal::AtLeast, g))) if v >= g => Verdict::Met,
+        (Some(v), Some((Goal::AtMost, g))) if v <= g => Verdict::Met,
+        (Some(_), Some(_)) => Verdict::Missed,
+        _ => Verdict::None,
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub item: String,
+    pub what: String,
+    /// "median [min–max] unit (n=N)" or a plain note.
+    pub figure: String,
+    pub goal: String,
+    pub verdict: Verdict,
+}
+
+fn nums(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+fn fmt_stat(s: &Stat, unit: &str, prec: usize) -> String {
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    format!(
+        "{:.p$} [{:.p$}–{:.p$}]{unit} (n={})",
+        s.median,
+        s.min,
+        s.max,
+        s.n,
+        p = prec
+    )
+}
+
+fn fmt_goal(goal: Option<(Goal, f64)>, unit: &str) -> String {
+    match goal {
+        Some((Goal::AtLeast, g)) => format!("≥ {g}{unit}"),
+        Some((Goal::AtMost, g)) => format!("≤ {g}{unit}"),
+        None => "-".into(),
+    }
+}
+
+fn row(
+    item: &str,
+    what: &str,
+    s: Option<Stat>,
+    unit: &str,
+    prec: usize,
+    goal: Option<(Goal, f64)>,
+) -> Row {
+    Row {
+        item: item.into(),
+        what: what.into(),
+        figure: s.map_or("no data".into(), |s| fmt_stat(&s, unit, prec)),
+        goal: fmt_goal(goal, unit),
+        verdict: verdict(s.map(|s| s.median), goal),
+    }
+}
+
+/// Every row of the report, from the guest's `bench` section.
+pub fn rows(b: &Value) -> Vec<Row> {
+    let mut out = Vec::new();
+    let ratio_goal = Some((Goal::AtLeast, 0.97));
+    // 1. churn
+    let (cu, ct) = (nums(&b["churn"]["untraced"]), nums(&b["churn"]["traced"]));
+    out.push(row(
+        "1",
+        "netns create+destroy, untraced",
+        stat(&cu),
+        "ns/s",
+        1,
+        None,
+    ));
+    out.push(row(
+        "1",
+        "netns create+destroy, traced",
+        stat(&ct),
+        "ns/s",
+        1,
+        None,
+    ));
+    out.push(row(
+        "1",
+        "churn ratio traced/untraced",
+        stat(&ratios(&ct, &cu)),
+        "",
+        3,
+        ratio_goal,
+    ));
+    // 2. TCP
+    let t = &b["tcp"];
+    let (tu, tt, te) = (nums(&t["untraced"]), nums(&t["traced"]), nums(&t["exact"]));
+    out.push(row(
+        "2",
+        "loopback TCP connect/close, untraced",
+        stat(&tu),
+        "conn/s",
+        0,
+        None,
+    ));
+    out.push(row(
+        "2",
+        "loopback TCP connect/close, traced",
+        stat(&tt),
+        "conn/s",
+        0,
+        None,
+    ));
+    out.push(row(
+        "2",
+        "loopback TCP connect/close, --exact armed",
+        stat(&te),
+        "conn/s",
+        0,
+        None,
+    ));
+    out.push(row(
+        "2",
+        "TCP ratio traced/untraced",
+        stat(&ratios(&tt, &tu)),
+        "",
+        3,
+        ratio_goal,
+    ));
+    out.push(row(
+        "2",
+        "TCP ratio --exact/untraced",
+        stat(&ratios(&te, &tu)),
+        "",
+        3,
+        None,
+    ));
+    // 3. attach
+    let a = &b["attach"];
+    let sec = |k: &str| nums(&a[k]).iter().map(|ms| ms / 1000.0).collect::<Vec<_>>();
+    out.push(row(
+        "3",
+        "netns-trace: start to all hooks attached (ready file)",
+        stat(&sec("ready_ms")),
+        "s",
+        3,
+        None,
+    ));
+    out.push(row(
+        "3",
+        "netns-trace: start to first event delivered",
+        stat(&sec("first_event_ms")),
+        "s",
+        3,
+        Some((Goal::AtMost, 0.5)),
+    ));
+    let bt_first = stat(&sec("bpftrace_first_event_ms"));
+    if bt_first.is_none() && a["bpftrace_error"].is_string() {
+        out.push(Row {
+            item: "3".into(),
+            what: "bpftrace, same hooks".into(),
+            figure: format!("failed: {}", a["bpftrace_error"].as_str().unwrap_or("")),
+            goal: "-".into(),
+            verdict: Verdict::None,
+        });
+    } else {
+        out.push(row(
+            "3",
+            "bpftrace, same hooks: start to BEGIN (all attached)",
+            stat(&sec("bpftrace_ready_ms")),
+            "s",
+            3,
+            None,
+        ));
+        out.push(row(
+            "3",
+            "bpftrace, same hooks: start to first event",
+            bt_first,
+            "s",
+            3,
+            None,
+        ));
+    }
+    // 4. ring buffer
+    for step in b["ramp"].as_array().into_iter().flatten() {
+        let target = step["target_per_min"]
+            .as_f64()
+            .map_or(format!("{} thread(s), unpaced", step["threads"]), |r| {
+                format!("paced at {r:.0}/min")
+            });
+        let drops = step["drops"].as_u64().unwrap_or(0);
+        let paced_goal = step["target_per_min"].as_f64().is_some_and(|r| r >= 1000.0);
+        out.push(Row {
+            item: "4".into(),
+            what: format!("ring buffer, churn {target}"),
+            figure: format!(
+                "{:.0} ns/min, {:.0} events/s, {} drops",
+                step["achieved_per_min"].as_f64().unwrap_or(0.0),
+                step["events_per_s"].as_f64().unwrap_or(0.0),
+                drops
+            ),
+            goal: if paced_goal {
+                "≥ 1000 ns/min, 0 drops".into()
+            } else {
+                "-".into()
+            },
+            verdict: if paced_goal {
+                if drops == 0 && step["achieved_per_min"].as_f64().unwrap_or(0.0) >= 1000.0 {
+                    Verdict::Met
+                } else {
+                    Verdict::Missed
+                }
+            } else {
+                Verdict::None
+            },
+        });
+    }
+    out.push(Row {
+        item: "4".into(),
+        what: "drops start at".into(),
+        figure: drops_start(&b["ramp"]),
+        goal: "-".into(),
+        verdict: Verdict::None,
+    });
+    // 5. resources
+    let r = &b["resources"];
+    let mb = |k: &str| nums(&r[k]).iter().map(|kb| kb / 1024.0).collect::<Vec<_>>();
+    out.push(row(
+        "5",
+        "loader peak RSS (ru_maxrss)",
+        stat(&mb("maxrss_kb")),
+        "MiB",
+        1,
+        Some((Goal::AtMost, 30.0)),
+    ));
+    let per_k: Vec<f64> = nums(&r["cpu_ms"])
+        .iter()
+        .zip(nums(&r["events"]))
+        .filter(|(_, e)| *e > 0.0)
+        .map(|(c, e)| c / e * 1000.0)
+        .collect();
+    out.push(row(
+        "5",
+        "loader CPU time per 1,000 events",
+        stat(&per_k),
+        "ms",
+        1,
+        None,
+    ));
+    out.push(row(
+        "5",
+        "events per traced round",
+        stat(&nums(&r["events"])),
+        "",
+        0,
+        None,
+    ));
+    out
+}
+
+/// The first ramp step with drops, or that none had any.
+pub fn drops_start(ramp: &Value) -> String {
+    let steps = ramp.as_array().map_or(&[][..], |v| v.as_slice());
+    match steps.iter().find(|s| s["drops"].as_u64().unwrap_or(0) > 0) {
+        Some(s) => format!(
+            "{:.0} ns/min ({:.0} events/s)",
+            s["achieved_per_min"].as_f64().unwrap_or(0.0),
+            s["events_per_s"].as_f64().unwrap_or(0.0)
+        ),
+        None => {
+            let top = steps
+                .iter()
+                .filter_map(|s| s["achieved_per_min"].as_f64())
+                .fold(0.0, f64::max);
+            format!("no drops at any step (up to {top:.0} ns/min, the fastest this guest churns)")
+        }
+    }
+}
+
+fn verdict_word(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Met => "met",
+        Verdict::Missed => "MISSED",
+        Verdict::None => "",
+    }
+}
+
+/// Fixed-column terminal table.
+pub fn text_table(rows: &[Row]) -> String {
+    let w = rows
+        .iter()
+        .map(|r| r.what.chars().count())
+        .max()
+        .unwrap_or(0);
+    let f = rows
+        .iter()
+        .map(|r| r.figure.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "#  {:w$}  {:f$}  {:8}  VERDICT",
+        "MEASURE", "MEDIAN [MIN–MAX]", "GOAL"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:2} {:w$}  {:f$}  {:8}  {}",
+            r.item,
+            r.what,
+            r.figure,
+            r.goal,
+            verdict_word(&r.verdict)
+        );
+    }
+    s
+}
+
+/// Markdown table.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| # | measure | median [min–max] | goal | verdict |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            r.item,
+            r.what,
+            r.figure.replace('|', "\\|"),
+            r.goal,
+            verdict_word(&r.verdict)
+        );
+    }
+    s
+}
+
+/// Markers around the generated part of docs/performance.md; the prose
+/// around them (analysis, before/after) is kept when --write runs again.
+pub const BEGIN: &str = "<!-- cargo xtask bench: generated from here -->";
+pub const END: &str = "<!-- cargo xtask bench: generated up to here -->";
+
+/// The generated block: the command, and per kernel the guest, the table
+/// and the ring-buffer ramp.
+pub fn generated(cmd: &str, runs: &[(String, Value, Vec<Row>)]) -> String {
+    let mut s = format!("{BEGIN}\n\nCommand: `{cmd}`\n");
+    for (abi, v, rows) in runs {
+        let _ = write!(
+            s,
+            "\n### Debian `{abi}`\n\nGuest: QEMU TCG (no KVM), {} vCPU, kernel `{}`; {} rounds, \
+             {} namespaces per churn round, {} connections per TCP round.\n\n",
+            v["cpus"],
+            v["kernel"].as_str().unwrap_or("?"),
+            v["rounds"],
+            v["churn_count"],
+            v["tcp_count"]
+        );
+        s += &markdown_table(rows);
+        let ramp = v["ramp"].as_array().map_or(&[][..], |r| r.as_slice());
+        if !ramp.is_empty() {
+            s += "\nRing-buffer ramp (one tracer session per step):\n\n\
+                  | step | threads | namespaces/min | events read | events/s | drops | JSON lines |\n\
+                  | --- | --- | --- | --- | --- | --- | --- |\n";
+            for st in ramp {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.0} | {} | {:.0} | {} | {} |",
+                    st["step"].as_str().unwrap_or("?"),
+                    st["threads"],
+                    st["achieved_per_min"].as_f64().unwrap_or(0.0),
+                    st["events"],
+                    st["events_per_s"].as_f64().unwrap_or(0.0),
+                    st["drops"],
+                    st["lines"]
+                );
+            }
+        }
+        let errors: Vec<&str> = v["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !errors.is_empty() {
+            s += "\nErrors reported by the guest:\n\n";
+            for e in errors {
+                let _ = writeln!(s, "- {}", e.replace('\n', " "));
+            }
+        }
+    }
+    s + "\n" + END + "\n"
+}
+
+/// `existing` with its generated block replaced (or the block appended).
+pub fn splice(existing: &str, block: &str) -> String {
+    match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            let after = &existing[e + END.len()..];
+            format!(
+                "{}{}{}",
+                &existing[..b],
+                block.trim_end_matches('\n'),
+                after
+            )
+        }
+        _ => format!("{}\n{block}", existing.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn median_and_spread() {
+        assert_eq!(stat(&[]), None);
+        let s = stat(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(stat(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
+        assert_eq!(stat(&[f64::NAN, 5.0]).unwrap().n, 1);
+    }
+
+    #[test]
+    fn paired_ratios_skip_zero_denominators() {
+        assert_eq!(ratios(&[9.0, 8.0, 5.0], &[10.0, 0.0, 5.0]), vec![0.9, 1.0]);
+    }
+
+    #[test]
+    fn verdicts() {
+        let g = Some((Goal::AtLeast, 0.97));
+        assert_eq!(verdict(Some(0.97), g), Verdict::Met);
+        assert_eq!(verdict(Some(0.96), g), Verdict::Missed);
+        assert_eq!(
+            verdict(Some(0.6), Some((Goal::AtMost, 0.5))),
+            Verdict::Missed
+        );
+        assert_eq!(verdict(Some(0.4), Some((Goal::AtMost, 0.5))), Verdict::Met);
+        assert_eq!(verdict(None, g), Verdict::None);
+        assert_eq!(verdict(Some(1.0), None), Verdict::None);
+    }
+
+    fn sample() -> Value {
+        json!({
+            "churn": {"untraced": [10.0, 12.0, 11.0], "traced": [9.0, 12.0, 11.0]},
+            "tcp": {"untraced": [1000.0, 1000.0], "traced": [990.0, 980.0], "exact": [500.0, 600.0]},
+            "attach": {"ready_ms": [2000.0], "first_event_ms": [2100.0], "bpftrace_error": "libLLVM missing"},
+            "resources": {"maxrss_kb": [20480.0], "cpu_ms": [100.0], "events": [2000.0]},
+            "ramp": [
+                {"target_per_min": 1200.0, "threads": 1, "achieved_per_min": 1190.0, "events_per_s": 150.0, "drops": 0},
+                {"target_per_min": null, "threads": 2, "achieved_per_min": 3000.0, "events_per_s": 400.0, "drops": 7}
+            ]
+        })
+    }
+
+    #[test]
+    fn rows_from_samples() {
+        let rows = rows(&sample());
+        let find = |what: &str| rows.iter().find(|r| r.what == what).unwrap().clone();
+        let churn = find("churn ratio traced/untraced");
+        // per-round ratios 0.9, 1.0, 1.0: median 1.0
+        assert_eq!(churn.figure, "1.000 [0.900–1.000] (n=3)");
+        assert_eq!(churn.verdict, Verdict::Met);
+        assert_eq!(find("TCP ratio traced/untraced").verdict, Verdict::Met);
+        assert_eq!(find("TCP ratio --exact/untraced").verdict, Verdict::None);
+        let first = find("netns-trace: start to first event delivered");
+        assert_eq!(first.verdict, Verdict::Missed);
+        assert_eq!(first.figure, "2.100 [2.100–2.100] s (n=1)");
+        assert_eq!(
+            find("bpftrace, same hooks").figure,
+            "failed: libLLVM missing"
+        );
+        assert_eq!(find("loader peak RSS (ru_maxrss)").verdict, Verdict::Met);
+        assert_eq!(
+            find("loader CPU time per 1,000 events").figure,
+            "50.0 [50.0–50.0] ms (n=1)"
+        );
+        // The paced step reached 1,000/min with zero drops: goal met.
+        assert_eq!(
+            find("ring buffer, churn paced at 1200/min").verdict,
+            Verdict::Met
+        );
+        assert_eq!(find("drops start at").figure, "3000 ns/min (400 events/s)");
+    }
+
+    #[test]
+    fn splice_keeps_the_prose() {
+        let doc = format!("# Perf\n\nintro\n\n{BEGIN}\nold\n{END}\n\n## Analysis\nkept\n");
+        let block = format!("{BEGIN}\nnew\n{END}\n");
+        let out = splice(&doc, &block);
+        assert_eq!(
+            out,
+            format!("# Perf\n\nintro\n\n{BEGIN}\nnew\n{END}\n\n## Analysis\nkept\n")
+        );
+        // No block yet: appended.
+        assert_eq!(splice("# Perf\n", &block), format!("# Perf\n{block}"));
+    }
+
+    #[test]
+    fn generated_block_names_command_and_kernel() {
+        let mut v = sample();
+        v["kernel"] = json!("6.12.111+deb12-cloud-amd64");
+        v["cpus"] = json!(1);
+        v["ramp"][0]["step"] = json!("1200");
+        v["errors"] = json!(["round 1 exact: boom"]);
+        let rows = rows(&v);
+        let g = generated(
+            "cargo xtask bench --kernel 6.12",
+            &[("6.12.111+deb12-cloud-amd64".into(), v, rows)],
+        );
+        assert!(g.starts_with(BEGIN) && g.trim_end().ends_with(END));
+        assert!(g.contains("Command: `cargo xtask bench --kernel 6.12`"));
+        assert!(g.contains("QEMU TCG (no KVM), 1 vCPU, kernel `6.12.111+deb12-cloud-amd64`"));
+        assert!(g.contains("| 1200 | 1 | 1190 |"));
+        assert!(g.contains("- round 1 exact: boom"));
+    }
+
+    #[test]
+    fn no_drops_anywhere_says_so() {
+        let ramp = json!([{"achieved_per_min": 900.0, "drops": 0}, {"achieved_per_min": 2000.0, "drops": 0}]);
+        assert_eq!(
+            drops_start(&ramp),
+            "no drops at any step (up to 2000 ns/min, the fastest this guest churns)"
+        );
+    }
+
+    #[test]
+    fn tables_have_a_line_per_row() {
+        let rows = rows(&sample());
+        let md = markdown_table(&rows);
+        assert_eq!(md.lines().count(), rows.len() + 2);
+        assert!(md.contains(
+            "| 1 | churn ratio traced/untraced | 1.000 [0.900–1.000] (n=3) | ≥ 0.97 | met |"
+        ));
+        let txt = text_table(&rows);
+        assert_eq!(txt.lines().count(), rows.len() + 1);
+        assert!(txt.contains("MISSED"));
+    }
+}

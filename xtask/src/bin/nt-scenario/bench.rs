@@ -1,0 +1,664 @@
+//! `nt-scenario bench`: the measuring loops of `cargo xtask bench`, run
+//! inside the guest. Every figure is measured in this one boot, untraced
+//! and traced in interleaved rounds (the order flips every other round so a
+//! drift of the emulator or the host does not favour one side). It prints
+//! raw samples in one `bench` section; the host computes medians, spreads,
+//! ratios and verdicts (xtask/src/bench_report.rs).
+//!
+//! The loops run in threads of this process, not in child processes: a
+//! namespace cycle is `unshare(CLONE_NEWNET)` + lo up in a thread (the next
+//! unshare, or the thread's exit, drops the previous namespace, which the
+//! kernel then tears down in its cleanup_net worker), so exec/fork costs do
+//! not dilute the figure.
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lo_up;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Rounds of each measurement (untraced and traced interleaved).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Namespaces created and destroyed per churn round.
+    #[arg(long, default_value_t = 100)]
+    churn_count: usize,
+    /// Loopback TCP connections (connect, accept, close) per round.
+    #[arg(long, default_value_t = 1000)]
+    tcp_count: usize,
+    /// Seconds of each step of the ring-buffer ramp.
+    #[arg(long, default_value_t = 10)]
+    ramp_secs: u64,
+    /// Steps of the ring-buffer ramp: a paced churn rate in namespaces per
+    /// minute (`1200`), or `maxN`: N threads churning as fast as they can.
+    #[arg(long, value_delimiter = ',', default_value = "1200,max1,max2,max4")]
+    ramp: Vec<String>,
+    /// bpftrace binary: measure the attach time of an equivalent script on
+    /// the hooks the tracer attached (generated from its `attach` record).
+    #[arg(long)]
+    bpftrace: Option<String>,
+    /// Seconds to wait for any one thing the tracer should report.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// The tracer command line (after `--`), without --exact.
+    #[arg(last = true, required = true)]
+    tracer: Vec<String>,
+}
+
+pub fn run(a: BenchArgs) {
+    let timeout = Duration::from_secs(a.timeout);
+    let mut out = json!({
+        "scenario": "bench",
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "rounds": a.rounds,
+        "churn_count": a.churn_count,
+        "tcp_count": a.tcp_count,
+        "churn": {"untraced": [], "traced": []},
+        "tcp": {"untraced": [], "traced": [], "exact": []},
+        "attach": {"ready_ms": [], "first_event_ms": [], "attach_ms": [],
+                   "bpftrace_ready_ms": [], "bpftrace_first_event_ms": []},
+        "resources": {"maxrss_kb": [], "hwm_kb": [], "cpu_ms": [], "events": [], "drops": []},
+        "exact": {"armed": [], "drops": []},
+        "ramp": [],
+        "errors": [],
+    });
+    let mut attach_rec: Option<Value> = None;
+    for round in 0..a.rounds {
+        // U T E on even rounds, E T U on odd ones.
+        let mut order = ["untraced", "traced", "exact"];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for side in order {
+            // Progress on the console, so a stalled guest shows where.
+            eprintln!("nt-scenario: bench round {round}: {side}");
+            let r = match side {
+                "untraced" => untraced_round(&a, &mut out),
+                "traced" => traced_round(&a, &mut out, timeout, &mut attach_rec),
+                _ => exact_round(&a, &mut out, timeout),
+            };
+            if let Err(e) = r {
+                error(&mut out, &format!("round {round} {side}: {e}"));
+            }
+        }
+        if let Some(bt) = &a.bpftrace {
+            eprintln!("nt-scenario: bench round {round}: bpftrace");
+            match bpftrace_round(bt, attach_rec.as_ref(), timeout) {
+                Ok((ready, first)) => {
+                    push(&mut out["attach"]["bpftrace_ready_ms"], json!(ready));
+                    push(&mut out["attach"]["bpftrace_first_event_ms"], json!(first));
+                }
+                Err(e) => {
+                    out["attach"]["bpftrace_error"] = json!(e);
+                    error(&mut out, &format!("round {round} bpftrace: {e}"));
+                }
+            }
+        }
+        eprintln!("nt-scenario: bench round {round} done");
+    }
+    for step in &a.ramp {
+        eprintln!("nt-scenario: bench ramp {step}");
+        match ramp_step(&a, step, timeout) {
+            Ok(v) => push(&mut out["ramp"], v),
+            Err(e) => error(&mut out, &format!("ramp {step}: {e}")),
+        }
+    }
+    let mut so = std::io::stdout().lock();
+    let _ = writeln!(so, "==NT-BEGIN bench==\n{out}\n==NT-END bench==");
+    let _ = so.flush();
+}
+
+fn push(arr: &mut Value, v: Value) {
+    arr.as_array_mut().expect("array").push(v);
+}
+
+fn error(out: &mut Value, msg: &str) {
+    eprintln!("nt-scenario: bench: {msg}");
+    push(&mut out["errors"], json!(msg));
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+// ---- the loops ---------------------------------------------------------
+
+/// How long a churn runs: a number of namespaces, or a time.
+#[derive(Clone, Copy)]
+enum Until {
+    Count(usize),
+    For(Duration),
+}
+
+/// `lanes` threads each cycling namespaces (unshare + lo up), paced to
+/// `per_min` in total when given; returns (namespaces, seconds).
+fn churn(lanes: usize, per_min: Option<f64>, until: Until) -> Result<(usize, f64), String> {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..lanes)
+        .map(|lane| {
+            std::thread::spawn(move || -> Result<usize, String> {
+                let mut n = 0usize;
+                loop {
+                    match until {
+                        Until::Count(c) if n * lanes + lane >= c => break,
+                        Until::For(d) if start.elapsed() >= d => break,
+                        _ => {}
+                    }
+                    if let Some(rate) = per_min {
+                        // Pacing (a schedule, not a synchronisation).
+                        let due = start + Duration::from_secs_f64((n * lanes) as f64 * 60.0 / rate);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    new_netns()?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.join().map_err(|_| "churn thread panicked")??;
+    }
+    Ok((total, start.elapsed().as_secs_f64()))
+}
+
+/// This thread moves into a new namespace with lo up (its previous one, if
+/// this thread was its last user, is destroyed); returns the inode.
+fn new_netns() -> Result<u64, String> {
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    lo_up().map_err(|e| format!("lo up: {e}"))?;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .map(|m| m.ino())
+        .map_err(|e| format!("/proc/thread-self/ns/net: {e}"))
+}
+
+/// `count` loopback TCP connections (connect, accept, close both) in a
+/// fresh namespace; `armed(inode)` is awaited before the loop (--exact:
+/// the watchpoints on this namespace's lo). Returns connections per second.
+fn tcp(count: usize, armed: impl FnOnce(u64) -> bool) -> Result<f64, String> {
+    let (tx_ino, rx_ino) = mpsc::channel::<u64>();
+    let (tx_go, rx_go) = mpsc::channel::<bool>();
+    let worker = std::thread::spawn(move || -> Result<f64, String> {
+        let ino = new_netns()?;
+        let _ = tx_ino.send(ino);
+        if !rx_go.recv().unwrap_or(false) {
+            return Err("not started".into());
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        for _ in 0..count {
+            let c = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
+            drop(c);
+            drop(s);
+        }
+        Ok(count as f64 / t0.elapsed().as_secs_f64())
+    });
+    let Ok(ino) = rx_ino.recv() else {
+        // The thread failed before it had a namespace: its error.
+        return Err(match worker.join() {
+            Ok(Err(e)) => e,
+            _ => "tcp thread panicked".into(),
+        });
+    };
+    let ok = armed(ino);
+    let _ = tx_go.send(ok);
+    let rate = worker.join().map_err(|_| "tcp thread panicked")??;
+    if !ok {
+        return Err(format!("netns {ino}: the tracer never reported lo armed"));
+    }
+    Ok(rate)
+}
+
+// ---- rounds ------------------------------------------------------------
+
+fn untraced_round(a: &BenchArgs, out: &mut Value) -> Result<(), String> {
+    let (n, secs) = churn(1, None, Until::Count(a.churn_count))?;
+    push(&mut out["churn"]["untraced"], json!(n as f64 / secs));
+    push(
+        &mut out["tcp"]["untraced"],
+        json!(tcp(a.tcp_count, |_| true)?),
+    );
+    Ok(())
+}
+
+fn traced_round(
+    a: &BenchArgs,
+    out: &mut Value,
+    timeout: Duration,
+    attach_rec: &mut Option<Value>,
+) -> Result<(), String> {
+    let mut t = Tracer::start(&a.tracer, &[], timeout)?;
+    let result = (|| {
+        // Attach: process start to ready file, and to the first event: a
+        // namespace created right after ready, until its netns_create line.
+        let ino = std::thread::spawn(new_netns)
+            .join()
+            .map_err(|_| "thread panicked")??;
+        if !t.wait(timeout, |s| s.creates.contains(&ino)) {
+            return Err(format!("no netns_create for {ino} within {timeout:?}"));
+        }
+        let first = t.spawned.elapsed();
+        push(&mut out["attach"]["ready_ms"], json!(ms(t.ready)));
+        push(&mut out["attach"]["first_event_ms"], json!(ms(first)));
+        let (n, secs) = churn(1, None, Until::Count(a.churn_count))?;
+        push(&mut out["churn"]["traced"], json!(n as f64 / secs));
+        push(
+            &mut out["tcp"]["traced"],
+            json!(tcp(a.tcp_count, |_| true)?),
+        );
+        Ok(())
+    })();
+    let cpu_ready = t.cpu_ticks_at_ready;
+    let s = t.stop();
+    result?;
+    let summary = s.summary.ok_or("the tracer printed no summary")?;
+    let events = summary["events_read"].as_u64().unwrap_or(0);
+    let cpu_ms = (s.cpu_ticks_end.saturating_sub(cpu_ready)) as f64 * 1000.0 / clk_tck();
+    let r = &mut out["resources"];
+    push(&mut r["maxrss_kb"], json!(s.maxrss_kb));
+    push(&mut r["hwm_kb"], json!(s.hwm_kb));
+    push(&mut r["cpu_ms"], json!(cpu_ms));
+    push(&mut r["events"], json!(events));
+    push(&mut r["drops"], json!(summary["lost"]["ringbuf_drops"]));
+    if let Some(att) = s.attach {
+        push(&mut out["attach"]["attach_ms"], att["attach_ms"].clone());
+        attach_rec.get_or_insert(att);
+    }
+    Ok(())
+}
+
+fn exact_round(a: &BenchArgs, out: &mut Value, timeout: Duration) -> Result<(), String> {
+    let t = Tracer::start(&a.tracer, &["--exact"], timeout)?;
+    let shared = t.shared.clone();
+    let mut armed = false;
+    let rate = tcp(a.tcp_count, |ino| {
+        armed = Shared::wait(&shared, timeout, |s| s.armed.contains(&ino));
+        armed
+    });
+    let s = t.stop();
+    push(&mut out["exact"]["armed"], json!(armed));
+    if let Some(sum) = &s.summary {
+        push(
+            &mut out["exact"]["drops"],
+            sum["lost"]["ringbuf_drops"].clone(),
+        );
+    }
+    push(&mut out["tcp"]["exact"], json!(rate?));
+    Ok(())
+}
+
+/// One step of the ring-buffer ramp, in its own tracer session.
+fn ramp_step(a: &BenchArgs, step: &str, timeout: Duration) -> Result<Value, String> {
+    let (lanes, per_min) = match step.strip_prefix("max") {
+        Some(n) => (n.parse::<usize>().map_err(|e| e.to_string())?.max(1), None),
+        None => (1, Some(step.parse::<f64>().map_err(|e| e.to_string())?)),
+    };
+    let t = Tracer::start(&a.tracer, &[], timeout)?;
+    let churned = churn(lanes, per_min, Until::For(Duration::from_secs(a.ramp_secs)));
+    let s = t.stop();
+    let (n, secs) = churned?;
+    let summary = s.summary.ok_or("the tracer printed no summary")?;
+    let events = summary["events_read"].as_u64().unwrap_or(0);
+    Ok(json!({
+        "step": step,
+        "threads": lanes,
+        "target_per_min": per_min,
+        "namespaces": n,
+        "secs": secs,
+        "achieved_per_min": n as f64 * 60.0 / secs,
+        "events": events,
+        "events_per_s": events as f64 / secs,
+        "drops": summary["lost"]["ringbuf_drops"],
+        "lines": s.lines,
+    }))
+}
+
+// ---- the tracer under measurement --------------------------------------
+
+/// What the bench needs from the tracer's JSON stream. The reader parses
+/// only the few record types it needs (it is the consumer, and its own CPU
+/// time should stay small next to the tracer's).
+#[derive(Default)]
+struct Seen {
+    creates: HashSet<u64>,
+    armed: HashSet<u64>,
+    attach: Option<Value>,
+    summary: Option<Value>,
+    lines: u64,
+    eof: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<Seen>,
+    cond: Condvar,
+}
+
+impl Shared {
+    fn wait(this: &Arc<Shared>, timeout: Duration, pred: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = this.seen.lock().unwrap();
+        loop {
+            if pred(&g) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || g.eof {
+                return false;
+            }
+            g = this.cond.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+}
+
+struct Tracer {
+    child: Child,
+    shared: Arc<Shared>,
+    stderr: Arc<Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    spawned: Instant,
+    /// Process start to ready file.
+    ready: Duration,
+    cpu_ticks_at_ready: u64,
+}
+
+struct Stopped {
+    summary: Option<Value>,
+    attach: Option<Value>,
+    lines: u64,
+    /// ru_maxrss of the exited tracer (its lifetime peak RSS), KiB.
+    maxrss_kb: u64,
+    /// VmHWM read just before SIGINT, KiB.
+    hwm_kb: u64,
+    /// utime+stime just before SIGINT, clock ticks.
+    cpu_ticks_end: u64,
+}
+
+impl Tracer {
+    fn start(cmd: &[String], extra: &[&str], timeout: Duration) -> Result<Tracer, String> {
+        let ready_path = super::ready_file(cmd);
+        let _ = std::fs::remove_file(&ready_path);
+        let spawned = Instant::now();
+        let mut child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start tracer {cmd:?}: {e}"))?;
+        let shared = Arc::new(Shared::default());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (out, sh) = (child.stdout.take().unwrap(), shared.clone());
+        let reader = std::thread::spawn(move || read_stream(out, &sh));
+        let (mut err, se) = (child.stderr.take().unwrap(), stderr.clone());
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                se.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut t = Tracer {
+            child,
+            shared,
+            stderr,
+            threads: vec![reader, err_reader],
+            spawned,
+            ready: Duration::ZERO,
+            cpu_ticks_at_ready: 0,
+        };
+        // The ready file is the tracer's signal; polled at 1 ms, so the
+        // attach figure is exact to a millisecond.
+        let deadline = spawned + timeout.max(Duration::from_secs(120));
+        loop {
+            if std::path::Path::new(&ready_path).exists() {
+                t.ready = spawned.elapsed();
+                t.cpu_ticks_at_ready = cpu_ticks(t.child.id()).unwrap_or(0);
+                return Ok(t);
+            }
+            if let Ok(Some(status)) = t.child.try_wait() {
+                for th in t.threads.drain(..) {
+                    let _ = th.join();
+                }
+                return Err(format!(
+                    "tracer exited before ready ({status}): {}",
+                    t.stderr.lock().unwrap()
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = t.child.kill();
+                let _ = t.child.wait();
+                return Err("tracer not ready in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration, pred: impl Fn(&Seen) -> bool) -> bool {
+        Shared::wait(&self.shared, timeout, pred)
+    }
+
+    /// Reads CPU and memory, SIGINT, reaps the tracer with wait4 (rusage).
+    fn stop(mut self) -> Stopped {
+        let pid = self.child.id() as i32;
+        let cpu_ticks_end = cpu_ticks(self.child.id()).unwrap_or(0);
+        let hwm_kb = vm_hwm_kb(self.child.id()).unwrap_or(0);
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let mut status = 0;
+        loop {
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+            if r == pid || r < 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("nt-scenario: bench: tracer ignored SIGINT for 30 s; killing it");
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for th in self.threads.drain(..) {
+            let _ = th.join();
+        }
+        let mut g = self.shared.seen.lock().unwrap();
+        Stopped {
+            summary: g.summary.take(),
+            attach: g.attach.take(),
+            lines: g.lines,
+            maxrss_kb: ru.ru_maxrss as u64,
+            hwm_kb,
+            cpu_ticks_end,
+        }
+    }
+}
+
+fn read_stream(out: impl Read, sh: &Shared) {
+    let notify = |f: &dyn Fn(&mut Seen)| {
+        f(&mut sh.seen.lock().unwrap());
+        sh.cond.notify_all();
+    };
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        let kind = line
+            .strip_prefix(r#"{"type":""#)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("");
+        if !matches!(kind, "netns_create" | "watch" | "attach" | "summary") {
+            sh.seen.lock().unwrap().lines += 1;
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        notify(&|s: &mut Seen| {
+            s.lines += 1;
+            match kind {
+                "netns_create" => {
+                    s.creates.extend(v["netns"].as_u64());
+                }
+                "watch" if v["state"] == "armed" => {
+                    s.armed.extend(v["netns"].as_u64());
+                }
+                "attach" => s.attach = Some(v.clone()),
+                "summary" => s.summary = Some(v.clone()),
+                _ => {}
+            }
+        });
+    }
+    notify(&|s: &mut Seen| s.eof = true);
+}
+
+fn clk_tck() -> f64 {
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14, 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ---- bpftrace, for comparison -------------------------------------------
+
+/// A bpftrace script on the hooks the tracer attached, by the same method
+/// (its `attach` record: kfunc/kretfunc for fentry/fexit, kprobe/kretprobe,
+/// the same tracepoints), each probe counting into a map and the creation
+/// probe printing a line; BEGIN prints `ready` (bpftrace runs BEGIN once
+/// every probe is attached).
+pub fn bpftrace_script(attach: &Value) -> String {
+    let mut probes = Vec::new();
+    for h in attach["hooks"].as_array().into_iter().flatten() {
+        let (Some(sym), Some(method)) = (h["symbol"].as_str(), h["method"].as_str()) else {
+            continue;
+        };
+        for part in method.split('+') {
+            let probe = match part {
+                "fentry" => format!("kfunc:{sym}"),
+                "fexit" => format!("kretfunc:{sym}"),
+                "kprobe" => format!("kprobe:{sym}"),
+                "kretprobe" => format!("kretprobe:{sym}"),
+                "tracepoint" | "tp_btf" | "raw_tracepoint" => match sym.split_once(':') {
+                    Some((cat, ev)) => format!("tracepoint:{cat}:{ev}"),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if !probes.contains(&probe) {
+                probes.push(probe);
+            }
+        }
+    }
+    let mut s = String::from("BEGIN { printf(\"ready\\n\"); }\n");
+    for p in &probes {
+        let body = if p.ends_with(":copy_net_ns") && p.starts_with("kret") {
+            "printf(\"netns_create %d\\n\", tid);"
+        } else {
+            "@n[probe] = count();"
+        };
+        s += &format!("{p} {{ {body} }}\n");
+    }
+    s
+}
+
+/// Attach time of bpftrace: process start to `ready` (BEGIN), and to the
+/// line for a namespace this process creates right after.
+fn bpftrace_round(
+    bin: &str,
+    attach: Option<&Value>,
+    timeout: Duration,
+) -> Result<(f64, f64), String> {
+    let attach = attach.ok_or("no attach record from the tracer to copy the hooks from")?;
+    let script = "/tmp/bench-hooks.bt";
+    std::fs::write(script, bpftrace_script(attach)).map_err(|e| e.to_string())?;
+    let spawned = Instant::now();
+    let mut child = Command::new(bin)
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut err = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let result = (|| {
+        let deadline = spawned + timeout.max(Duration::from_secs(120));
+        let wait_line = |want: &dyn Fn(&str) -> bool| -> Result<Instant, String> {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok((at, l)) if want(&l) => return Ok(at),
+                    Ok(_) => {}
+                    Err(_) => return Err("bpftrace exited or timed out".to_string()),
+                }
+            }
+        };
+        let ready = wait_line(&|l| l == "ready")?;
+        let tid = std::thread::spawn(|| new_netns().map(|_| unsafe { libc::gettid() }))
+            .join()
+            .map_err(|_| "thread panicked")??;
+        let want = format!("netns_create {tid}");
+        let first = wait_line(&|l| l == want)?;
+        Ok((ms(ready - spawned), ms(first - spawned)))
+    })();
+    // SIGINT (bpftrace prints its maps and exits), SIGKILL after 30 s.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            eprintln!("nt-scenario: bench: bpftrace ignored SIGINT for 30 s; killing it");
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    result.map_err(|e: String| format!("{e}; stderr: {}", stderr.trim()))
+}
