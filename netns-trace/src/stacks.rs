@@ -34,8 +34,35 @@ impl Stacks for StackResolver {
     fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
         let ips: Vec<u64> = ips.iter().copied().filter(|&ip| ip != 0).collect();
         self.reload_if_unknown(&ips);
-        ips.iter().map(|&ip| self.symbols.symbolize(ip)).collect()
+        let frames: Vec<String> = ips
+            .iter()
+            .map(|&ip| self.symbols.symbolize(ip))
+            .filter(|f| !is_probe_frame(f))
+            .collect();
+        drop_trampoline_returns(frames)
     }
+}
+
+/// A function traced with fentry/fexit appears twice in a sleeping task's
+/// stack: its body, then its patched entry (`func+0x9`) where the BPF
+/// trampoline called it. The second is the attach machinery: dropped.
+fn drop_trampoline_returns(frames: Vec<String>) -> Vec<String> {
+    let func = |f: &str| f.split('+').next().unwrap_or(f).to_string();
+    let entry_offset = |f: &str| {
+        f.split('+')
+            .nth(1)
+            .and_then(|o| o.split(' ').next())
+            .and_then(|o| u64::from_str_radix(o.trim_start_matches("0x"), 16).ok())
+            .is_some_and(|o| o < 0x10)
+    };
+    let mut out: Vec<String> = Vec::with_capacity(frames.len());
+    for f in frames {
+        if out.last().is_some_and(|prev| func(prev) == func(&f)) && entry_offset(&f) {
+            continue;
+        }
+        out.push(f);
+    }
+    out
 }
 
 /// Frames of the attach machinery itself, not worth showing.
@@ -138,5 +165,26 @@ impl StackResolver {
             self.cache.insert(id, frames.clone());
         }
         frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trampoline_entries_are_dropped() {
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            super::drop_trampoline_returns(f(&[
+                "msleep+0x2b",
+                "netdev_run_todo+0x36c",
+                "netdev_run_todo+0x9",
+                "cleanup_net+0x277",
+                "cleanup_net+0x9",
+            ])),
+            f(&["msleep+0x2b", "netdev_run_todo+0x36c", "cleanup_net+0x277"])
+        );
+        // Recursion deeper in a function is kept.
+        let rec = f(&["walk+0x40", "walk+0x88"]);
+        assert_eq!(super::drop_trampoline_returns(rec.clone()), rec);
     }
 }
