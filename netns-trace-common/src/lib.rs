@@ -407,6 +407,8 @@ pub struct Offsets {
     pub task_pid: u32,
     pub task_comm: u32,
     pub task_exec_start: u32,
+    /// The TCP socket walk: `sock_common.skc_state`.
+    pub skc_state: u32,
     /// `offsetof(struct sock, __sk_common.skc_net.net)`, `(sock,
     /// sk_dst_cache)`; the byte and bit of the `sk_kern_sock` bitfield.
     pub sock_net: u32,
@@ -463,6 +465,7 @@ impl Offsets {
             task_pid: Self::MISSING,
             task_comm: Self::MISSING,
             task_exec_start: Self::MISSING,
+            skc_state: Self::MISSING,
             sock_net: Self::MISSING,
             sock_dst_cache: Self::MISSING,
             sock_kern_byte: Self::MISSING,

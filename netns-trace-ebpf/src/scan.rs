@@ -5,6 +5,8 @@
 //! hash buckets per run, so every run is small and bounded.
 use core::ffi::c_void;
 
+use aya_ebpf::{bindings::seq_file, helpers::bpf_seq_write};
+
 use netns_trace_common::{found_by, kind, obj_kind, ObjHold, NAME_LEN};
 
 use crate::{
@@ -88,6 +90,63 @@ fn found(n: u64, dev: u64, family: u32) -> Result<(), Counted> {
         stack_id: -1,
         found_by: found_by::SCAN,
         key,
+        dev_name: read::<[u8; NAME_LEN]>(dev, off!(dev_name))?,
+    });
+    Ok(())
+}
+
+/// The TCP socket walk (`iter/tcp`, run by the loader reading its link):
+/// a full socket whose cached route (`sk_dst_cache`) sits on a stuck device
+/// is a holder (`OBJ_HOLD`, the dst, found by scan). One byte per socket
+/// goes to the iterator's output so the loader can say how many it walked.
+/// `struct bpf_iter__tcp { struct bpf_iter_meta *meta; struct sock_common
+/// *sk_common; uid_t uid; }`; `meta->seq` is the first field of the meta.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub fn scan_tcp(ctx: *mut c_void) -> i32 {
+    let (meta, sk) = unsafe {
+        (
+            *(ctx as *const *const *mut seq_file),
+            *(ctx as *const u64).add(1),
+        )
+    };
+    if meta.is_null() || sk == 0 {
+        return 0;
+    }
+    let seq = unsafe { *meta };
+    let one = 1u8;
+    unsafe { bpf_seq_write(seq, &one as *const u8 as *const c_void, 1) };
+    let _ = tcp_holder(sk);
+    0
+}
+
+#[inline(always)]
+fn tcp_holder(sk: u64) -> Result<(), Counted> {
+    // TIME_WAIT and NEW_SYN_RECV entries are not full sockets: no dst cache.
+    let state = read::<u8>(sk, off!(skc_state))?;
+    if state == 6 || state == 12 {
+        return Ok(());
+    }
+    let dst = read::<u64>(sk, off!(sock_dst_cache))?;
+    if dst == 0 {
+        return Ok(());
+    }
+    let dev = read::<u64>(dst, off!(dst_dev))?;
+    if unsafe { WAITING_DEVS.get(dev) }.is_none() {
+        return Ok(());
+    }
+    emit(&ObjHold {
+        hdr: header(kind::OBJ_HOLD),
+        obj: dst,
+        dev,
+        inum: net_inum(read::<u64>(dev, off!(dev_net))?)?,
+        ifindex: read::<i32>(dev, off!(dev_ifindex))?,
+        obj_kind: obj_kind::DST,
+        family: read::<u16>(read::<u64>(dst, off!(dst_ops))?, off!(dst_ops_family)).unwrap_or(0)
+            as u32,
+        stack_id: -1,
+        found_by: found_by::SCAN,
+        key: [0; 16],
         dev_name: read::<[u8; NAME_LEN]>(dev, off!(dev_name))?,
     });
     Ok(())

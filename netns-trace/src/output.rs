@@ -367,8 +367,8 @@ pub struct ScanRec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableScan {
     pub table: &'static str,
-    /// Hash buckets walked.
-    pub buckets: u32,
+    /// What was walked: hash buckets (neighbour tables) or sockets (`tcp`).
+    pub walked: u32,
     /// Entries were left out (a long chain, or a huge table).
     pub truncated: bool,
     pub error: Option<String>,
@@ -1076,9 +1076,14 @@ pub fn human(rec: &Record) -> String {
                         .map(|t| match &t.error {
                             Some(e) => format!("{} failed ({})", t.table, escape(e)),
                             None => format!(
-                                "{} {} buckets{}",
+                                "{} {} {}{}",
                                 t.table,
-                                t.buckets,
+                                t.walked,
+                                if t.table == "tcp" {
+                                    "sockets"
+                                } else {
+                                    "buckets"
+                                },
                                 if t.truncated { " (truncated)" } else { "" }
                             ),
                         })

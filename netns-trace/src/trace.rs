@@ -208,8 +208,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
     let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
     // Incident mode: the holder scan when a device is first found stuck.
-    let scanner = crate::scan::Scanner::load(&mut ebpf, &prepared.symbols, &offsets)
-        .map_err(|e| format!("{e:#}"));
+    let scanner =
+        crate::scan::Scanner::load(&mut ebpf, &prepared.aya_btf, &prepared.symbols, &offsets)
+            .map_err(|e| format!("{e:#}"));
     if let Err(why) = &scanner {
         log::info!("holder scan unavailable: {why}");
     }
@@ -434,7 +435,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
                 if session.take_scan_request() {
                     let (tables, why) = match &scanner {
-                        Ok(s) => (s.scan(), None),
+                        Ok(s) => (s.scan(&mut ebpf), None),
                         Err(why) => (Vec::new(), Some(why.clone())),
                     };
                     let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);

@@ -491,13 +491,18 @@ pub fn check_late(run: &Run) -> Result<String, String> {
         .of_type("scan")
         .next()
         .ok_or("no scan record after lo was found stuck")?;
-    let walked = scan["tables"].as_array().map_or(0, |ts| {
-        ts.iter()
-            .filter(|t| t["error"].is_null() && t["buckets"].as_u64().unwrap_or(0) > 0)
-            .count()
-    });
-    if walked != 2 || scan["not_scanned"].as_array().is_none_or(|a| a.is_empty()) {
-        return Err(format!("scan did not walk arp_tbl and nd_tbl: {scan}"));
+    let tables = scan["tables"].as_array().cloned().unwrap_or_default();
+    let walked = |name: &str, min: u64| {
+        tables.iter().any(|t| {
+            t["table"] == name && t["error"].is_null() && t["walked"].as_u64().unwrap_or(0) >= min
+        })
+    };
+    if !walked("arp_tbl", 1)
+        || !walked("nd_tbl", 1)
+        || !walked("tcp", 0)
+        || scan["not_scanned"].as_array().is_none_or(|a| a.is_empty())
+    {
+        return Err(format!("scan did not walk arp_tbl, nd_tbl and tcp: {scan}"));
     }
     if let Some(bad) = waits
         .iter()
@@ -540,7 +545,7 @@ pub fn check_late(run: &Run) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, scan walked arp_tbl and nd_tbl, teardown worker {} ({}) found blocked {}s, watchpoints armed, released through neigh_destroy <- the module",
+        "stuck lo of netns {inode} named {first_ms} ms after attach, usage count {n} (kernel: {n}) in {} reports, scan walked arp_tbl, nd_tbl and tcp, teardown worker {} ({}) found blocked {}s, watchpoints armed, released through neigh_destroy <- the module",
         waits.len(),
         worker["pid"],
         worker["comm"],
@@ -1204,7 +1209,7 @@ mod tests {
         assert_eq!(usage_counts(&lines), [2, 5]);
     }
 
-    const LATE_SCAN: &str = r#"{"type":"scan","time":0.3,"devices":["lo of netns 20"],"tables":[{"table":"arp_tbl","buckets":8,"truncated":false,"error":null},{"table":"nd_tbl","buckets":8,"truncated":false,"error":null}],"not_scanned":["TCP/UDP sockets and their cached dst"],"unavailable":null}"#;
+    const LATE_SCAN: &str = r#"{"type":"scan","time":0.3,"devices":["lo of netns 20"],"tables":[{"table":"arp_tbl","walked":8,"truncated":false,"error":null},{"table":"nd_tbl","walked":8,"truncated":false,"error":null},{"table":"tcp","walked":0,"truncated":false,"error":null}],"not_scanned":["UDP and other non-TCP sockets"],"unavailable":null}"#;
     const LATE_BLOCKED: &str = r#"{"type":"blocked","time":0.3,"pid":12,"tgid":12,"comm":"kworker/u8:0","reason":"teardown: waiting for a device's references (netdev_run_todo)","blocked_s":0.1,"stack":["msleep+0x2b","netdev_run_todo+0x36c"]}"#;
 
     fn late_lines(

@@ -78,6 +78,9 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
             *slot = off;
         }
     }
+    if let Ok(off) = byte_offset(btf, "sock_common", &["skc_state"]) {
+        offsets.skc_state = off;
+    }
     // The neighbour scan is optional (6.13 changed the hash to hlists):
     // without these it is reported as not done, nothing degrades.
     for (slot, strukt, name) in [
