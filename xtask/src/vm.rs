@@ -80,6 +80,7 @@ const SCENARIOS: &[&str] = &[
     "exact-neigh",
     "exact-churn",
     "docker",
+    "run-leak",
 ];
 
 /// Guest memory: the docker scenario's initramfs holds ~190 MB of Docker
@@ -154,6 +155,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
                     "docker" => vm_assert::check_docker(&run),
+                    "run-leak" => vm_assert::check_run_leak(&run),
                     _ => vm_assert::check_tcpsock(&run),
                 })
             });
@@ -324,6 +326,7 @@ case "$scenario" in
     wait $driver
     kill -INT $human; wait $human
     echo "nt-init: demo done" ;;
+  run-leak) /bin/nt-scenario run-leak --mode hold --module /lib/netns_leak.ko -- /bin/netns-trace ;;
   docker)
     # dockerd's state on tmpfs (runc cannot pivot_root out of the initramfs:
     # nt-scenario runs dockerd with DOCKER_RAMDISK=true).

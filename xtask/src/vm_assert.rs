@@ -792,6 +792,48 @@ pub fn check_tcpsock(run: &Run) -> Result<String, String> {
 /// The image the docker scenario imports and runs.
 pub const DOCKER_IMAGE: &str = "nt-busybox:latest";
 
+/// run-leak: `netns-trace run --fail-on-leak` around a command whose
+/// namespace's lo the module pins past `--settle`: exit status 5 (leak),
+/// and the run report (the stream's last line) lists that namespace with
+/// lo still waiting, the kernel's usage count, and the command's own exit 0.
+pub fn check_run_leak(run: &Run) -> Result<String, String> {
+    run.driver_errors()?;
+    let inode = *run
+        .inodes()
+        .keys()
+        .next()
+        .ok_or("the command printed no inode")?;
+    let code = run.facts["exit_code"].as_i64();
+    if code != Some(5) {
+        return Err(format!("tracer exit status {code:?}, expected 5 (leak)"));
+    }
+    let report = run
+        .of_type("run_report")
+        .last()
+        .ok_or("no run_report in the stream")?;
+    if report["verdict"]["exit_code"] != 5 || report["verdict"]["leak"] != true {
+        return Err(format!("verdict: {}", report["verdict"]));
+    }
+    if report["command"]["exit_code"] != 0 {
+        return Err(format!("command: {}", report["command"]));
+    }
+    let ns = report["namespaces"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["netns"].as_u64() == Some(inode)))
+        .ok_or_else(|| format!("namespace {inode} not in the report"))?;
+    let lo = ns["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["device"] == "lo"))
+        .ok_or("lo is not among the devices that waited")?;
+    if lo["released"] != false || lo["max_usage_count"] != 2 {
+        return Err(format!("lo in the report: {lo}"));
+    }
+    Ok(format!(
+        "run --fail-on-leak exited 5; report: netns {inode}, lo waiting {}s with usage count 2, command exit 0",
+        lo["waited_s"]
+    ))
+}
+
 /// docker: every container's namespace is named on the tracer's records:
 /// `netns_create` of those run while it traced, `netns_destroy` of all
 /// (the one started before attach is known from the attach-time scan),
@@ -1272,6 +1314,24 @@ mod tests {
             &[LATE_SCAN, LATE_BLOCKED],
         );
         assert!(other.unwrap_err().contains("last release"));
+    }
+
+    fn run_leak_run(exit: i64, released: bool) -> Result<String, String> {
+        let facts =
+            format!(r#"{{"scenario":"run-leak","mode":"hold","exit_code":{exit},"inodes":[30]}}"#);
+        let report = format!(
+            r#"{{"type":"run_report","command":{{"exit_code":0}},"namespaces":[{{"netns":30,"devices":[{{"device":"lo","max_usage_count":2,"waited_s":5.5,"released":{released}}}]}}],"verdict":{{"exit_code":{exit},"leak":true}}}}"#
+        );
+        check_run_leak(&run_of(&serial(&facts, &[&report], &[])))
+    }
+
+    #[test]
+    fn run_leak_checked() {
+        assert!(run_leak_run(5, false).is_ok());
+        assert!(run_leak_run(0, false).unwrap_err().contains("expected 5"));
+        assert!(run_leak_run(5, true)
+            .unwrap_err()
+            .contains("lo in the report"));
     }
 
     fn docker_run(web2_name: &str) -> Run {

@@ -84,6 +84,26 @@ enum Scenario {
     /// TCP, attach time, ring-buffer ramp, the tracer's CPU and memory),
     /// untraced and traced in interleaved rounds; prints a `bench` section.
     Bench(bench::BenchArgs),
+    /// Patch validation: `netns-trace run --fail-on-leak` runs a command
+    /// that leaves lo of its namespace pinned by the test module past the
+    /// settle time; the tracer must exit with the leak status.
+    RunLeak {
+        #[arg(long, default_value = "hold")]
+        mode: String,
+        #[arg(long, default_value = "/lib/netns_leak.ko")]
+        module: String,
+        /// The tracer binary (its `run` command line is built here).
+        #[arg(last = true, required = true)]
+        tracer: Vec<String>,
+    },
+    /// The command `run` executes: the leak, then exit 0.
+    #[command(name = "__run-leak-cmd", hide = true)]
+    RunLeakCmd {
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        module: String,
+    },
     #[command(name = "__churn-child", hide = true)]
     ChurnChild,
     #[command(name = "__stuck-child", hide = true)]
@@ -95,6 +115,23 @@ fn main() {
         Scenario::ChurnChild => child(true),
         Scenario::StuckChild => child(false),
         Scenario::Bench(args) => bench::run(args),
+        Scenario::RunLeak {
+            mode,
+            module,
+            tracer,
+        } => run_leak(&mode, &module, &tracer),
+        Scenario::RunLeakCmd { mode, module } => {
+            let mut facts = json!({});
+            // The module keeps lo long after the tracer's --settle; the
+            // scenario releases it (release_now) once the tracer is done.
+            match make_stuck(&mut facts, &mode, 600_000, &module, |_| true) {
+                Some(inode) => eprintln!("{inode}"),
+                None => {
+                    eprintln!("leak failed: {facts}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Scenario::Churn { count, common } => {
             let mut facts = json!({"scenario": "churn", "count": count});
             run(common, &mut facts, |t, facts, timeout| {
@@ -342,6 +379,58 @@ fn run(common: Common, facts: &mut Value, body: impl FnOnce(&Tracer, &mut Value,
     for (name, body) in [
         ("facts", facts.to_string()),
         ("tracer-json", json_lines.join("\n")),
+        ("tracer-stderr", stderr),
+        ("dmesg", dmesg),
+    ] {
+        let _ = writeln!(out, "==NT-BEGIN {name}==");
+        for l in body.lines() {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = writeln!(out, "==NT-END {name}==");
+    }
+    let _ = out.flush();
+}
+
+/// `run --fail-on-leak` around a command that leaks: its exit status, its
+/// JSON stream (the last line is the run report), then the module is let
+/// go and unloaded.
+fn run_leak(mode: &str, module: &str, tracer: &[String]) {
+    let mut facts = json!({"scenario": "run-leak", "mode": mode});
+    let mut cmd = Command::new(&tracer[0]);
+    cmd.args(&tracer[1..])
+        .args(["--json", "run", "--fail-on-leak", "--settle", "6s", "--"])
+        .arg(self_exe())
+        .args(["__run-leak-cmd", "--mode", mode, "--module", module]);
+    let (lines, stderr) = match cmd.output() {
+        Ok(out) => {
+            facts["exit_code"] = json!(out.status.code());
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            // The command's own stdout goes to stderr under --json: the
+            // namespace inode is the line that is a number.
+            if let Some(inode) = stderr.lines().find_map(|l| l.trim().parse::<u64>().ok()) {
+                facts["inodes"] = json!([inode]);
+            }
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            (stdout, stderr)
+        }
+        Err(e) => {
+            add_error(&mut facts, &format!("running the tracer: {e}"));
+            (String::new(), String::new())
+        }
+    };
+    if let Err(e) = std::fs::write("/sys/module/netns_leak/parameters/release_now", "1") {
+        add_error(&mut facts, &format!("release_now: {e}"));
+    }
+    // The release is asynchronous (a work item); rmmod waits for it.
+    let rmmod = Command::new("rmmod").arg("netns_leak").status();
+    if !matches!(rmmod, Ok(s) if s.success()) {
+        add_error(&mut facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
+    }
+    let dmesg = read_kmsg().unwrap_or_else(|e| format!("reading /dev/kmsg failed: {e}"));
+    let mut out = std::io::stdout().lock();
+    for (name, body) in [
+        ("facts", facts.to_string()),
+        ("tracer-json", lines),
         ("tracer-stderr", stderr),
         ("dmesg", dmesg),
     ] {
