@@ -537,9 +537,15 @@ impl Session {
             Event::RtnlUnlock(e) => Some(Record::RtnlUnlock(RtnlUnlockRec {
                 time_ns: self.rel(e.hdr.ts_ns),
                 duration_ns: e.duration_ns,
-                caller: match &self.cfg.symbols {
-                    Some(s) => s.symbolize(e.caller),
-                    None => format!("{:#x}", e.caller),
+                caller: match (&self.cfg.symbols, &mut self.resolver) {
+                    (Some(s), _) => s.symbolize(e.caller),
+                    // The loader's one symbol table lives in its resolver.
+                    (None, Some(r)) => {
+                        r.0.symbolize(&[e.caller])
+                            .pop()
+                            .unwrap_or_else(|| format!("{:#x}", e.caller))
+                    }
+                    (None, None) => format!("{:#x}", e.caller),
                 },
                 caller_addr: e.caller,
                 pid: e.hdr.pid,

@@ -390,13 +390,16 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
     let stack_map: StackTraceMap<MapData> = take(&mut ebpf, "STACKS")?;
-    let resolver = StackResolver::new(stack_map, prepared.symbols.clone());
+    // One copy of the symbol table (~20 MB for a distro kernel): the
+    // resolver's; the session symbolises through it.
+    let symbols = std::mem::take(&mut prepared.symbols);
+    let resolver = StackResolver::new(stack_map, symbols);
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
         netns: scope_netns,
         pids: opts.pids.clone(),
-        symbols: Some(prepared.symbols),
+        symbols: None,
         baseline: prepared.caps.free_refcnt(),
         tcp_states: prepared.tcp_states.clone(),
     });

@@ -2,8 +2,9 @@
 //! Aya's Rust eBPF has no CO-RE relocations, so the programs get these as a
 //! global at load time; nothing about one kernel's layout is compiled in.
 use anyhow::{anyhow, bail, Context as _, Result};
-use btf_rs::{Btf, Type};
 use netns_trace_common::Offsets;
+
+use super::btf_raw::{Btf, Member, Type, KIND_ENUM, KIND_ENUM64, KIND_STRUCT, KIND_UNION};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -96,46 +97,31 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
     (offsets, missing)
 }
 
-fn struct_by_name(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
-    for ty in btf.resolve_types_by_name(name).unwrap_or_default() {
-        if let Type::Struct(s) = ty {
-            if !s.members.is_empty() {
-                return Ok(s);
-            }
-        }
-    }
-    bail!("no struct {name} in BTF")
+fn struct_by_name(btf: &Btf, name: &str) -> Result<Type> {
+    btf.ids_by_name(name, KIND_STRUCT)
+        .filter_map(|id| btf.type_by_id(id).ok())
+        .find(|t| t.vlen > 0)
+        .ok_or_else(|| anyhow!("no struct {name} in BTF"))
 }
 
-/// Follows typedefs and qualifiers down to a struct/union/enum/int.
-fn strip(btf: &Btf, mut ty: Type) -> Result<Type> {
-    for _ in 0..16 {
-        ty = match &ty {
-            Type::Typedef(t) => btf.resolve_chained_type(t)?,
-            Type::Const(t) => btf.resolve_chained_type(t)?,
-            Type::Volatile(t) => btf.resolve_chained_type(t)?,
-            Type::Restrict(t) => btf.resolve_chained_type(t)?,
-            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
-            _ => return Ok(ty),
-        };
-    }
-    bail!("type chain too long")
+/// The struct or union a member's type names (through typedefs).
+fn aggregate_of(btf: &Btf, m: &Member) -> Option<Type> {
+    let t = btf.type_by_id(btf.strip(m.type_id).ok()?).ok()?;
+    (t.kind == KIND_STRUCT || t.kind == KIND_UNION).then_some(t)
 }
 
 /// Finds `name` among the members of `s`, looking through anonymous
 /// structs and unions; returns its bit offset and the member.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, btf_rs::Member)> {
-    for member in &s.members {
-        let member_name = btf.resolve_name(member).unwrap_or_default();
+fn find_member(btf: &Btf, s: &Type, name: &str) -> Option<(u32, Member)> {
+    for member in btf.members(s).ok()? {
+        let member_name = btf.name(member.name_off);
         if member_name == name {
-            return Some((member.bit_offset(), member.clone()));
+            return Some((member.bit_offset, member));
         }
         if member_name.is_empty() {
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) =
-                btf.resolve_chained_type(member).and_then(|t| strip(btf, t))
-            {
+            if let Some(inner) = aggregate_of(btf, &member) {
                 if let Some((bits, found)) = find_member(btf, &inner, name) {
-                    return Some((member.bit_offset() + bits, found));
+                    return Some((member.bit_offset + bits, found));
                 }
             }
         }
@@ -147,7 +133,7 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<(u32, btf_rs
 pub fn byte_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
     let (bits, last) = locate(btf, strukt, path)?;
     // A bitfield member cannot be read as a whole number of bytes.
-    let size = last.bitfield_size().unwrap_or(0);
+    let size = last.bitfield_size;
     if !size.is_multiple_of(8) {
         bail!(
             "{} is a bitfield of {size} bits",
@@ -166,7 +152,7 @@ pub fn bit_offset(btf: &Btf, strukt: &str, path: &[&str]) -> Result<u32> {
 }
 
 /// Walks the path: its bit offset and the last member.
-fn locate(btf: &Btf, strukt: &str, path: &[&str]) -> Result<(u32, btf_rs::Member)> {
+fn locate(btf: &Btf, strukt: &str, path: &[&str]) -> Result<(u32, Member)> {
     let mut current = struct_by_name(btf, strukt)?;
     let mut bits = 0u32;
     let mut last = None;
@@ -175,49 +161,42 @@ fn locate(btf: &Btf, strukt: &str, path: &[&str]) -> Result<(u32, btf_rs::Member
             find_member(btf, &current, name).ok_or_else(|| anyhow!("no member {name}"))?;
         bits += member_bits;
         if i + 1 < path.len() {
-            match strip(btf, btf.resolve_chained_type(&member)?)? {
-                Type::Struct(s) | Type::Union(s) => current = s,
-                other => bail!("{name} is a {}, not a struct", other.name()),
-            }
+            current = aggregate_of(btf, &member)
+                .ok_or_else(|| anyhow!("{name} is not a struct or union"))?;
         }
         last = Some(member);
     }
     Ok((bits, last.ok_or_else(|| anyhow!("empty field path"))?))
 }
 
+/// The value of enumerator `value_name` in enum type `t`.
+fn enumerator(btf: &Btf, t: &Type, value_name: &str) -> Option<u32> {
+    btf.enumerators(t)
+        .ok()?
+        .into_iter()
+        .find(|(n, _)| *n == value_name)
+        .map(|(_, v)| v as u32)
+}
+
 /// Value of enumerator `value_name` of the enum type of `strukt.member`.
 pub fn member_enum_value(btf: &Btf, strukt: &str, member: &str, value_name: &str) -> Result<u32> {
     let s = struct_by_name(btf, strukt)?;
     let (_, m) = find_member(btf, &s, member).ok_or_else(|| anyhow!("no member {member}"))?;
-    match strip(btf, btf.resolve_chained_type(&m)?)? {
-        Type::Enum(e) => e
-            .members
-            .iter()
-            .find(|v| {
-                btf.resolve_name(*v)
-                    .map(|n| n == value_name)
-                    .unwrap_or(false)
-            })
-            .map(|v| v.val())
-            .ok_or_else(|| anyhow!("no enumerator {value_name}")),
-        other => bail!("{strukt}.{member} is a {}, not an enum", other.name()),
+    let t = btf.type_by_id(btf.strip(m.type_id)?)?;
+    if t.kind != KIND_ENUM && t.kind != KIND_ENUM64 {
+        bail!("{strukt}.{member} is not an enum");
     }
+    enumerator(btf, &t, value_name).ok_or_else(|| anyhow!("no enumerator {value_name}"))
 }
 
 /// Value of enumerator `value_name` of the named enum `enum_name`.
 pub fn named_enum_value(btf: &Btf, enum_name: &str, value_name: &str) -> Result<u32> {
-    for ty in btf.resolve_types_by_name(enum_name).unwrap_or_default() {
-        if let Type::Enum(e) = ty {
-            if let Some(v) = e.members.iter().find(|v| {
-                btf.resolve_name(*v)
-                    .map(|n| n == value_name)
-                    .unwrap_or(false)
-            }) {
-                return Ok(v.val());
-            }
-        }
-    }
-    bail!("no enum {enum_name} with {value_name}")
+    [KIND_ENUM, KIND_ENUM64]
+        .into_iter()
+        .flat_map(|k| btf.ids_by_name(enum_name, k).collect::<Vec<_>>())
+        .filter_map(|id| btf.type_by_id(id).ok())
+        .find_map(|t| enumerator(btf, &t, value_name))
+        .ok_or_else(|| anyhow!("no enum {enum_name} with {value_name}"))
 }
 
 /// Does this kernel keep device refcounts per CPU (`pcpu_refcnt`)?
@@ -228,29 +207,26 @@ pub fn has_pcpu_refcnt(btf: &Btf) -> bool {
 /// Names of the kernel's TCP states (TCP_ESTABLISHED = 1 ...), from the
 /// anonymous enum in BTF, without the `TCP_` prefix.
 pub fn tcp_state_names(btf: &Btf) -> std::collections::HashMap<u8, String> {
-    let mut names = std::collections::HashMap::new();
-    // Enumerators are not types and this enum has no name: scan the type
-    // ids in order for the enum that has TCP_ESTABLISHED among its members.
-    for id in 1..u32::MAX {
-        let Ok(ty) = btf.resolve_type_by_id(id) else {
+    // Enumerators are not types and this enum has no name: scan the types
+    // in order for the enum that has TCP_ESTABLISHED among its members.
+    for id in 1..=btf.len() {
+        let Ok(t) = btf.type_by_id(id) else {
             break;
         };
-        if let Type::Enum(e) = ty {
-            let found = e
-                .members
-                .iter()
-                .any(|m| btf.resolve_name(m).is_ok_and(|n| n == "TCP_ESTABLISHED"));
-            if found {
-                for m in &e.members {
-                    if let Ok(n) = btf.resolve_name(m) {
-                        names.insert(m.val() as u8, n.trim_start_matches("TCP_").to_string());
-                    }
-                }
-                break;
-            }
+        if t.kind != KIND_ENUM {
+            continue;
+        }
+        let Ok(values) = btf.enumerators(&t) else {
+            continue;
+        };
+        if values.iter().any(|(n, _)| *n == "TCP_ESTABLISHED") {
+            return values
+                .into_iter()
+                .map(|(n, v)| (v as u8, n.trim_start_matches("TCP_").to_string()))
+                .collect();
         }
     }
-    names
+    std::collections::HashMap::new()
 }
 
 #[cfg(test)]
