@@ -48,6 +48,12 @@ pub fn verify(
     load_and_maybe_attach(ebpf, btf, program, how, target, false)
 }
 
+/// A program of the loaded object, by its name.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} is not in the eBPF object"))
+}
+
 fn load_and_maybe_attach(
     ebpf: &mut Ebpf,
     btf: Option<&Btf>,
@@ -56,9 +62,7 @@ fn load_and_maybe_attach(
     target: &str,
     attach: bool,
 ) -> Result<()> {
-    let prog = ebpf
-        .program_mut(program)
-        .ok_or_else(|| anyhow!("program {program} is not in the eBPF object"))?;
+    let prog = self::program(ebpf, program)?;
     let need_btf = || btf.ok_or_else(|| anyhow!("needs kernel BTF"));
     match how {
         Method::Fentry => {

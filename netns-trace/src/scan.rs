@@ -5,7 +5,7 @@
 //! `found_by: scan`; what it cannot walk is said, not skipped silently.
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use aya::{
     programs::{Iter, RawTracePoint},
     Btf, Ebpf,
@@ -98,10 +98,7 @@ fn load_neigh(
     if tables.is_empty() {
         bail!("arp_tbl and nd_tbl are not in /proc/kallsyms (data symbols hidden)");
     }
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut("scan_neigh")
-        .ok_or_else(|| anyhow!("scan_neigh is not in the eBPF object"))?
-        .try_into()?;
+    let prog: &mut RawTracePoint = crate::probes::program(ebpf, "scan_neigh")?.try_into()?;
     prog.load()?;
     Ok((prog.fd()?.as_fd().as_raw_fd(), tables))
 }
@@ -146,10 +143,7 @@ fn walk_neigh(prog_fd: RawFd, table: &'static str, addr: u64) -> TableScan {
 }
 
 fn tcp_prog(ebpf: &mut Ebpf) -> Result<&mut Iter> {
-    Ok(ebpf
-        .program_mut("scan_tcp")
-        .ok_or_else(|| anyhow!("scan_tcp is not in the eBPF object"))?
-        .try_into()?)
+    Ok(crate::probes::program(ebpf, "scan_tcp")?.try_into()?)
 }
 
 fn load_tcp(ebpf: &mut Ebpf, btf: &Btf, offsets: &Offsets) -> Result<()> {
@@ -168,17 +162,8 @@ fn walk_tcp(ebpf: &mut Ebpf) -> TableScan {
         truncated: false,
         error: None,
     };
-    let mut run = || -> Result<u32> {
-        use std::io::Read as _;
-        let prog = tcp_prog(ebpf)?;
-        let id = prog.attach()?;
-        let mut file = prog.take_link(id)?.into_file()?;
-        let mut seen = Vec::new();
-        file.read_to_end(&mut seen)?;
-        Ok(seen.len() as u32)
-    };
-    match run() {
-        Ok(n) => scan.walked = n,
+    match tcp_prog(ebpf).and_then(crate::tasks::read_iter) {
+        Ok(seen) => scan.walked = seen.len() as u32,
         Err(e) => scan.error = Some(format!("{e:#}")),
     }
     scan

@@ -12,7 +12,6 @@ use netns_trace_common::{create_source, dev_wait_flags, phase, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
 use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
-use crate::kallsyms::Symbols;
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     BlockedRec, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts,
@@ -33,8 +32,6 @@ pub struct SessionConfig {
     pub netns: Vec<u32>,
     /// `--pid` values.
     pub pids: Vec<u32>,
-    /// For symbolising `rtnl_unlock` callers.
-    pub symbols: Option<Symbols>,
     /// The device's own reference: 1 since 5.13, 0 before.
     pub baseline: i32,
     /// TCP state names from the kernel's BTF (`ESTABLISHED`, ...).
@@ -158,10 +155,7 @@ impl Session {
         let start = self.cfg.start_ktime_ns;
         let mut out = Vec::with_capacity(report.holders.len());
         for h in report.holders {
-            let stack = match (&mut self.resolver, h.stack_id >= 0) {
-                (Some(r), true) => r.0.frames(h.stack_id),
-                _ => Vec::new(),
-            };
+            let stack = self.stack(h.stack_id);
             out.push(HolderRec {
                 kind: h.kind,
                 obj: h.obj,
@@ -537,16 +531,12 @@ impl Session {
             Event::RtnlUnlock(e) => Some(Record::RtnlUnlock(RtnlUnlockRec {
                 time_ns: self.rel(e.hdr.ts_ns),
                 duration_ns: e.duration_ns,
-                caller: match (&self.cfg.symbols, &mut self.resolver) {
-                    (Some(s), _) => s.symbolize(e.caller),
-                    // The loader's one symbol table lives in its resolver.
-                    (None, Some(r)) => {
-                        r.0.symbolize(&[e.caller])
-                            .pop()
-                            .unwrap_or_else(|| format!("{:#x}", e.caller))
-                    }
-                    (None, None) => format!("{:#x}", e.caller),
-                },
+                // The loader's one symbol table lives in its resolver.
+                caller: self
+                    .resolver
+                    .as_mut()
+                    .and_then(|r| r.0.symbolize(&[e.caller]).pop())
+                    .unwrap_or_else(|| format!("{:#x}", e.caller)),
                 caller_addr: e.caller,
                 pid: e.hdr.pid,
                 comm: comm(&e.hdr),
@@ -784,6 +774,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::events::tests::{bytes_of, comm as c};
+    use crate::kallsyms::Symbols;
     use crate::output::{human, json_line};
     use netns_trace_common::{
         kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, RunTodo,
@@ -847,16 +838,33 @@ mod tests {
         })
     }
 
+    /// Symbols only (no stack map): what rtnl callers are resolved with.
+    struct SymbolsOnly(Symbols);
+
+    impl Stacks for SymbolsOnly {
+        fn frames(&mut self, _id: i32) -> Vec<String> {
+            Vec::new()
+        }
+        fn call_path(&mut self, _id: i32) -> CallPath {
+            CallPath::from([])
+        }
+        fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
+            ips.iter().map(|&ip| self.0.symbolize(ip)).collect()
+        }
+    }
+
     fn session(netns: Vec<u32>, pids: Vec<u32>) -> Session {
-        Session::new(SessionConfig {
+        let mut s = Session::new(SessionConfig {
             start_ktime_ns: T0,
             start_unix_ns: 1_714_566_896_000_000_000,
             netns,
             pids,
-            symbols: Some(Symbols::parse("ffffffff81001a00 T rtnetlink_rcv_msg\n")),
             baseline: 1,
             tcp_states: HashMap::new(),
-        })
+        });
+        let symbols = Symbols::parse("ffffffff81001a00 T rtnetlink_rcv_msg\n");
+        s.set_stack_resolver(StackResolver(Box::new(SymbolsOnly(symbols))));
+        s
     }
 
     #[test]

@@ -3,16 +3,13 @@
 //! buffer as `BLOCKED_TASK` events, classified by the session.
 use std::io::Read as _;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use aya::{programs::Iter, Btf, Ebpf};
 
 const PROG: &str = "blocked_tasks";
 
 fn prog(ebpf: &mut Ebpf) -> Result<&mut Iter> {
-    Ok(ebpf
-        .program_mut(PROG)
-        .ok_or_else(|| anyhow!("{PROG} is not in the eBPF object"))?
-        .try_into()?)
+    Ok(crate::probes::program(ebpf, PROG)?.try_into()?)
 }
 
 /// Loads `blocked_tasks` (task iterators: Linux 5.8+; bpf_get_task_stack
@@ -22,14 +19,21 @@ pub fn load(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
     Ok(())
 }
 
-/// One walk over all tasks: reading the iterator to its end runs it.
-pub fn run(ebpf: &mut Ebpf) -> Result<()> {
-    let prog = prog(ebpf)?;
-    let id = prog.attach().context("attaching the task iterator")?;
+/// One walk over all tasks (a warning, not an error, if it fails: the
+/// blocked tasks are extra information).
+pub fn run(ebpf: &mut Ebpf) {
+    if let Err(e) = prog(ebpf).and_then(read_iter) {
+        log::warn!("blocked-task iterator: {e:#}");
+    }
+}
+
+/// Runs a loaded iterator once: a fresh link, read to its end. Returns
+/// what the program wrote to its output.
+pub fn read_iter(prog: &mut Iter) -> Result<Vec<u8>> {
+    let id = prog.attach().context("attaching the iterator")?;
     let link = prog.take_link(id)?;
-    let mut file = link.into_file().context("creating the task iterator")?;
-    let mut sink = Vec::new();
-    file.read_to_end(&mut sink)
-        .context("running the task iterator")?;
-    Ok(())
+    let mut file = link.into_file().context("creating the iterator")?;
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).context("running the iterator")?;
+    Ok(out)
 }

@@ -145,7 +145,7 @@ pub fn ktime_now() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+pub fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> Result<T> {
@@ -399,7 +399,6 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         start_unix_ns,
         netns: scope_netns,
         pids: opts.pids.clone(),
-        symbols: None,
         baseline: prepared.caps.free_refcnt(),
         tcp_states: prepared.tcp_states.clone(),
     });
@@ -407,9 +406,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
 
     // Tasks already blocked in namespace work when we attach.
     if task_iter.is_ok() {
-        if let Err(e) = crate::tasks::run(&mut ebpf) {
-            log::warn!("blocked-task iterator: {e:#}");
-        }
+        crate::tasks::run(&mut ebpf);
     }
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -445,9 +442,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                     out.write(&rec)?;
                     // And who is blocked now that something is stuck.
                     if task_iter.is_ok() {
-                        if let Err(e) = crate::tasks::run(&mut ebpf) {
-                            log::warn!("blocked-task iterator: {e:#}");
-                        }
+                        crate::tasks::run(&mut ebpf);
                     }
                     // The finds are in the ring now: take them in and
                     // report the stuck devices with them at once.

@@ -5,10 +5,10 @@
 //! which the kernel refuses for breakpoints with EPROTO.)
 use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
-use anyhow::anyhow;
+use crate::{probes::program, trace::take};
 use aya::{
-    maps::{Array as BpfArray, HashMap as BpfHashMap, Map, MapData},
-    programs::{PerfEvent, Program, RawTracePoint},
+    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
+    programs::{PerfEvent, RawTracePoint},
     Ebpf,
 };
 use netns_trace::exact::{Armed, Evicted};
@@ -111,9 +111,9 @@ impl Watcher {
         let seed: &mut RawTracePoint = program(ebpf, "watch_seed")?.try_into()?;
         seed.load()?;
         let seed_fd = seed.fd()?.as_fd().as_raw_fd();
-        let prev = BpfHashMap::try_from(take_map(ebpf, "WATCH_PREV")?)?;
-        let watched = BpfHashMap::try_from(take_map(ebpf, "WATCHED_DEVS")?)?;
-        let seeded = BpfArray::try_from(take_map(ebpf, "WATCH_SEED")?)?;
+        let prev = take(ebpf, "WATCH_PREV")?;
+        let watched = take(ebpf, "WATCHED_DEVS")?;
+        let seeded = take(ebpf, "WATCH_SEED")?;
         Ok(Self::new(hit_fd, seed_fd, prev, watched, seeded, own))
     }
 
@@ -312,16 +312,6 @@ impl Watcher {
         }
         Ok(fd)
     }
-}
-
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Program> {
-    ebpf.program_mut(name)
-        .ok_or_else(|| anyhow!("{name} is not in the eBPF object"))
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| anyhow!("map {name} is not in the eBPF object"))
 }
 
 #[cfg(test)]
