@@ -668,6 +668,11 @@ fn host_port(addr: &str, port: u16) -> String {
 /// At most this many stack frames per holder in human output.
 const STACK_FRAMES: usize = 6;
 
+/// The innermost frames of a stack shown in human output, escaped.
+fn shown_frames(stack: &[String]) -> Vec<String> {
+    stack.iter().take(STACK_FRAMES).map(|f| escape(f)).collect()
+}
+
 /// One or two lines per holder (the object, then its stack), indented.
 fn holder_lines(holders: &[HolderRec], device: &str, ind: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -694,12 +699,7 @@ fn holder_lines(holders: &[HolderRec], device: &str, ind: &str) -> Vec<String> {
             escape(&h.comm)
         ));
         if !h.stack.is_empty() {
-            let mut frames: Vec<String> = h
-                .stack
-                .iter()
-                .take(STACK_FRAMES)
-                .map(|f| escape(f))
-                .collect();
+            let mut frames = shown_frames(&h.stack);
             if h.stack.len() > STACK_FRAMES {
                 frames.push("...".into());
             }
@@ -764,12 +764,7 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
         "{ind}exact (watchpoints): {outstanding} outstanding reference(s){notes}"
     )];
     for site in &x.hold_sites {
-        let frames: Vec<String> = site
-            .stack
-            .iter()
-            .take(STACK_FRAMES)
-            .map(|f| escape(f))
-            .collect();
+        let frames = shown_frames(&site.stack);
         out.push(format!(
             "{ind}  {} hold(s) taken by pid {} ({}) at t+{:.2} s: {}",
             site.holds,
@@ -780,12 +775,7 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
         ));
     }
     if let (Some(rel), 0) = (&x.last_release, outstanding) {
-        let frames: Vec<String> = rel
-            .stack
-            .iter()
-            .take(STACK_FRAMES)
-            .map(|f| escape(f))
-            .collect();
+        let frames = shown_frames(&rel.stack);
         out.push(format!(
             "{ind}  last release by pid {} ({}) at t+{:.2} s: {}",
             rel.pid,
@@ -1058,12 +1048,7 @@ pub fn human(rec: &Record) -> String {
                 d += &format!(", blocked {s:.1}s");
             }
             let first = line(r.time_ns, "blocked", "-", &r.pid.to_string(), &r.comm, &d);
-            let frames: Vec<String> = r
-                .stack
-                .iter()
-                .take(STACK_FRAMES)
-                .map(|f| escape(f))
-                .collect();
+            let frames = shown_frames(&r.stack);
             format!("{first}\n           stack: {}", frames.join(" <- "))
         }
         Record::Scan(r) => {
