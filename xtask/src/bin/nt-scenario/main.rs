@@ -374,13 +374,19 @@ fn run(common: Common, facts: &mut Value, body: impl FnOnce(&Tracer, &mut Value,
             (Vec::new(), e)
         }
     };
+    print_sections(facts, &json_lines.join("\n"), &stderr);
+}
+
+/// The driver's output: facts, the tracer's stdout and stderr, the kernel
+/// log, each between `==NT-BEGIN name==` / `==NT-END name==` markers.
+fn print_sections(facts: &Value, tracer_json: &str, tracer_stderr: &str) {
     let dmesg = read_kmsg().unwrap_or_else(|e| format!("reading /dev/kmsg failed: {e}"));
     let mut out = std::io::stdout().lock();
     for (name, body) in [
-        ("facts", facts.to_string()),
-        ("tracer-json", json_lines.join("\n")),
-        ("tracer-stderr", stderr),
-        ("dmesg", dmesg),
+        ("facts", facts.to_string().as_str()),
+        ("tracer-json", tracer_json),
+        ("tracer-stderr", tracer_stderr),
+        ("dmesg", dmesg.as_str()),
     ] {
         let _ = writeln!(out, "==NT-BEGIN {name}==");
         for l in body.lines() {
@@ -422,25 +428,8 @@ fn run_leak(mode: &str, module: &str, tracer: &[String]) {
         add_error(&mut facts, &format!("release_now: {e}"));
     }
     // The release is asynchronous (a work item); rmmod waits for it.
-    let rmmod = Command::new("rmmod").arg("netns_leak").status();
-    if !matches!(rmmod, Ok(s) if s.success()) {
-        add_error(&mut facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
-    }
-    let dmesg = read_kmsg().unwrap_or_else(|e| format!("reading /dev/kmsg failed: {e}"));
-    let mut out = std::io::stdout().lock();
-    for (name, body) in [
-        ("facts", facts.to_string()),
-        ("tracer-json", lines),
-        ("tracer-stderr", stderr),
-        ("dmesg", dmesg),
-    ] {
-        let _ = writeln!(out, "==NT-BEGIN {name}==");
-        for l in body.lines() {
-            let _ = writeln!(out, "{l}");
-        }
-        let _ = writeln!(out, "==NT-END {name}==");
-    }
-    let _ = out.flush();
+    unload_module(&mut facts);
+    print_sections(&facts, &lines, &stderr);
 }
 
 /// The whole kernel log, read from /dev/kmsg without blocking: one record
@@ -633,6 +622,11 @@ fn await_teardown(
             &format!("timeout: {what} for netns {inode} after {timeout:?}"),
         );
     }
+    unload_module(facts);
+}
+
+/// rmmod netns_leak (its exit releases whatever it still holds).
+fn unload_module(facts: &mut Value) {
     let rmmod = Command::new("rmmod").arg("netns_leak").status();
     if !matches!(rmmod, Ok(s) if s.success()) {
         add_error(facts, &format!("rmmod netns_leak failed: {rmmod:?}"));
