@@ -712,17 +712,19 @@ impl Output {
         if let Some(r) = &mut self.report {
             r.observe(rec);
         }
-        let now = match &mut self.gate {
-            Some(g) => g.admit(rec.clone()),
-            None => vec![rec.clone()],
+        // JSON (no gate): every record straight out, no copy.
+        let Some(gate) = &mut self.gate else {
+            return self.render(rec);
         };
-        for r in &now {
-            let text = self.renderer.render(r);
-            self.stdout
-                .write_all(text.as_bytes())
-                .map_err(broken_pipe)?;
+        for r in &gate.admit(rec.clone()) {
+            self.render(r)?;
         }
         Ok(())
+    }
+
+    fn render(&mut self, rec: &Record) -> Result<()> {
+        let text = self.renderer.render(rec);
+        self.stdout.write_all(text.as_bytes()).map_err(broken_pipe)
     }
 
     /// Print `rec`, or queue it for its container's name (mapping on).
