@@ -111,6 +111,19 @@ pub struct Session {
     blocked: HashMap<u32, BlockedRec>,
 }
 
+/// Seconds between a task's last run (`se.exec_start`, the scheduler's
+/// clock) and when the iterator saw it (`bpf_ktime_get_ns`). Both count ns
+/// since boot on x86 but are not the same clock: a last run up to
+/// `CLOCK_SKEW_NS` after "now" means the task just ran (0 s); further
+/// ahead, or never, is unknown.
+fn blocked_seconds(last_ran_ns: u64, seen_ns: u64) -> Option<f64> {
+    const CLOCK_SKEW_NS: u64 = 10_000_000;
+    if last_ran_ns == 0 || last_ran_ns > seen_ns + CLOCK_SKEW_NS {
+        return None;
+    }
+    Some(seen_ns.saturating_sub(last_ran_ns) as f64 / 1e9)
+}
+
 fn comm(h: &Header) -> String {
     cstr_lossy(&h.comm)
 }
@@ -626,10 +639,7 @@ impl Session {
                     None => Vec::new(),
                 };
                 let reason = crate::blocked::classify(&stack)?;
-                // The scheduler's clock and the event's are both ns since
-                // boot on x86; a last-run time after "now" means unknown.
-                let blocked_s = (t.last_ran_ns != 0 && t.last_ran_ns <= t.hdr.ts_ns)
-                    .then(|| (t.hdr.ts_ns - t.last_ran_ns) as f64 / 1e9);
+                let blocked_s = blocked_seconds(t.last_ran_ns, t.hdr.ts_ns);
                 let rec = BlockedRec {
                     time_ns: self.rel(t.hdr.ts_ns),
                     pid: t.hdr.pid,
@@ -836,6 +846,16 @@ mod tests {
             first_seen_ns: T0 + first,
             wait_start_ns: if start == 0 { 0 } else { T0 + start },
         })
+    }
+
+    #[test]
+    fn blocked_time_tolerates_clock_skew_only() {
+        assert_eq!(blocked_seconds(1_000_000_000, 3_500_000_000), Some(2.5));
+        // The scheduler's clock a little ahead: it just ran.
+        assert_eq!(blocked_seconds(3_504_000_000, 3_500_000_000), Some(0.0));
+        // Far ahead, or never ran: unknown.
+        assert_eq!(blocked_seconds(4_000_000_000, 3_500_000_000), None);
+        assert_eq!(blocked_seconds(0, 3_500_000_000), None);
     }
 
     /// Symbols only (no stack map): what rtnl callers are resolved with.
