@@ -15,7 +15,7 @@ use netns_trace_common::{
 };
 
 use crate::{
-    kread::{count, emit, header, net_inum, off, read, setting, Counted},
+    kread::{count, emit, header, lazy_wakeup, net_inum, off, read, setting, Counted, URGENT},
     maps::{EVENTS, STACKS, WAITING_DEVS, WATCHED_DEVS, WATCH_PREV, WATCH_SEED},
 };
 
@@ -82,7 +82,9 @@ fn counters(dev: u64, why: u32) -> Result<(), Counted> {
             (*target).addrs[cpu] = addr;
         }
     }
-    entry.submit(0);
+    // Holds taken before the watchpoints exist are only in the seed sum:
+    // arm as soon as possible.
+    entry.submit(URGENT);
     Ok(())
 }
 
@@ -207,7 +209,7 @@ pub fn watch_hit(ctx: PerfEventContext) -> u32 {
     // CPU cannot be inside it: no refcount write happens there), so try a
     // few times; a full ring still fails every time and is counted.
     for _ in 0..OUTPUT_TRIES {
-        if EVENTS.output::<WatchHit>(&hit, 0).is_ok() {
+        if EVENTS.output::<WatchHit>(&hit, lazy_wakeup()).is_ok() {
             return 0;
         }
     }

@@ -3,6 +3,7 @@
 //! This file wires the pure library (`netns_trace::*`) to the kernel-facing
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
+mod bpfstats;
 mod docker;
 mod probes;
 mod scan;
@@ -162,6 +163,7 @@ mod doctor {
             dry_run: false,
             exact: false,
             no_watchpoints: false,
+            bpf_stats: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
             dockerd: None,

@@ -491,7 +491,24 @@ pub struct SummaryRec {
     pub devices_still_waiting: Vec<StillWaiting>,
     /// Ring-buffer records read (decoded or not): the tracer's event load.
     pub events_read: u64,
+    /// Times the reader woke up and drained the ring: events are batched
+    /// (a wakeup per poll interval or per urgent event, not per event).
+    pub ring_wakeups: u64,
     pub lost: LostCounts,
+    /// `--bpf-stats`: the kernel's run count and run time of each of the
+    /// tracer's BPF programs over the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_programs: Option<Vec<BpfProgStat>>,
+}
+
+/// One BPF program's cost as the kernel counted it (BPF_ENABLE_STATS).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BpfProgStat {
+    pub program: String,
+    pub runs: u64,
+    pub run_time_us: u64,
+    /// Mean nanoseconds per run (0 when it never ran).
+    pub avg_ns: u64,
 }
 
 // ---- JSON field serializers -------------------------------------------
@@ -1196,6 +1213,20 @@ fn human_summary(r: &SummaryRec) -> String {
     } else {
         format!("lost events:          {}", r.lost.human())
     });
+    for (i, p) in r.bpf_programs.iter().flatten().enumerate() {
+        out.push(format!(
+            "{}{:<22} runs={} total={}us avg={}ns",
+            if i == 0 {
+                "bpf programs:         "
+            } else {
+                "                      "
+            },
+            p.program,
+            p.runs,
+            p.run_time_us,
+            p.avg_ns
+        ));
+    }
     out.join("\n")
 }
 
@@ -1773,10 +1804,12 @@ mod tests {
                 over: 0,
             }],
             events_read: 250,
+            ring_wakeups: 12,
             lost: LostCounts {
                 ringbuf_drops: 4,
                 ..Default::default()
             },
+            bpf_programs: None,
         }
     }
 
@@ -1785,7 +1818,7 @@ mod tests {
         let s = Record::Summary(summary());
         assert_eq!(
             json_line(&s),
-            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"events_read":250,"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"events_read":250,"ring_wakeups":12,"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
         );
         let mut r = Renderer::new(false);
         assert_eq!(
@@ -1811,6 +1844,35 @@ mod tests {
         let h = human(&Record::Summary(empty));
         assert!(h.contains("slowest teardown:     -\n"));
         assert!(h.contains("still waiting:        none\nlost events:          none"));
+        assert!(!h.contains("bpf programs"));
+    }
+
+    #[test]
+    fn summary_with_bpf_stats() {
+        let prog = |name: &str, runs: u64, ns: u64| BpfProgStat {
+            program: name.into(),
+            runs,
+            run_time_us: ns / 1000,
+            avg_ns: ns.checked_div(runs).unwrap_or(0),
+        };
+        let s = Record::Summary(SummaryRec {
+            bpf_programs: Some(vec![
+                prog("copy_net_ns_exit", 100, 250_000),
+                prog("watch_hit", 0, 0),
+            ]),
+            ..summary()
+        });
+        assert!(json_line(&s).ends_with(
+            r#""bpf_programs":[{"program":"copy_net_ns_exit","runs":100,"run_time_us":250,"avg_ns":2500},{"program":"watch_hit","runs":0,"run_time_us":0,"avg_ns":0}]}"#
+        ));
+        let h = human(&s);
+        assert!(
+            h.ends_with(
+                "bpf programs:         copy_net_ns_exit       runs=100 total=250us avg=2500ns\n\
+                 \x20                     watch_hit              runs=0 total=0us avg=0ns"
+            ),
+            "{h}"
+        );
     }
 
     #[test]

@@ -14,9 +14,10 @@ use crate::events::{cstr_lossy, decode, Event};
 use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    BlockedRec, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts,
-    LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec,
-    SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
+    BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
+    IncidentRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec,
+    RunTodoRec, ScanRec, SiteRec, SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan,
+    WatchRec, WatchState,
 };
 use netns_trace_common::WatchTarget;
 
@@ -101,6 +102,8 @@ pub struct Session {
     slowest: Option<(u64, u32)>,
     decode_errors: u64,
     events_read: u64,
+    ring_wakeups: u64,
+    bpf_programs: Option<Vec<BpfProgStat>>,
     lost_reported: LostCounts,
     ledger: Ledger,
     exact: ExactLedger,
@@ -152,6 +155,8 @@ impl Session {
             slowest: None,
             decode_errors: 0,
             events_read: 0,
+            ring_wakeups: 0,
+            bpf_programs: None,
             lost_reported: LostCounts::default(),
         }
     }
@@ -398,6 +403,16 @@ impl Session {
     /// including those consumed outside the session, e.g. watch requests).
     pub fn note_read(&mut self) {
         self.events_read += 1;
+    }
+
+    /// The reader woke up to drain the ring (`summary.ring_wakeups`).
+    pub fn note_wakeup(&mut self) {
+        self.ring_wakeups += 1;
+    }
+
+    /// `--bpf-stats`: the per-program costs for the summary.
+    pub fn set_bpf_stats(&mut self, stats: Vec<BpfProgStat>) {
+        self.bpf_programs = Some(stats);
     }
 
     pub fn decode_errors(&self) -> u64 {
@@ -775,7 +790,9 @@ impl Session {
             netns_pending: pending,
             devices_still_waiting: waiting,
             events_read: self.events_read,
+            ring_wakeups: self.ring_wakeups,
             lost,
+            bpf_programs: self.bpf_programs.clone(),
         })
     }
 }

@@ -299,6 +299,19 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
 
+    // Before attaching, so the counts cover every run of every hook.
+    let bpf_stats = match opts.bpf_stats && !opts.dry_run {
+        false => None,
+        true => match crate::bpfstats::enable() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!(
+                    "netns-trace: --bpf-stats: {e:#}; the summary will not list program costs"
+                );
+                None
+            }
+        },
+    };
     let btf = Some(&prepared.aya_btf);
     attach::attach_all(&mut ebpf, btf, &mut prepared.plan, opts.dry_run);
     if !opts.pids.is_empty() || run.is_some() {
@@ -412,6 +425,8 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(forever));
     tokio::pin!(deadline);
@@ -432,31 +447,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
-                if session.take_scan_request() {
-                    let (tables, why) = match &scanner {
-                        Ok(s) => (s.scan(&mut ebpf), None),
-                        Err(why) => (Vec::new(), Some(why.clone())),
-                    };
-                    let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
-                    out.write(&rec)?;
-                    // And who is blocked now that something is stuck.
-                    if task_iter.is_ok() {
-                        crate::tasks::run(&mut ebpf);
-                    }
-                    // The finds are in the ring now: take them in and
-                    // report the stuck devices with them at once.
-                    drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
-                    if incident_done {
-                        for rec in session.refresh(ktime_now()) {
-                            out.write(&rec)?;
-                        }
-                    } else {
-                        out.write(&session.incident(ktime_now()))?;
-                        incident_done = true;
-                    }
-                }
+                session.note_wakeup();
+                let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
+                service(guard.get_inner_mut(), ctx, &mut ebpf, &scanner, task_iter.is_ok(), &mut incident_done)?;
                 guard.clear_ready();
+            }
+            // Most events are written without waking the reader (see
+            // kread::emit): they are collected here, in batches.
+            _ = poll.tick() => {
+                session.note_wakeup();
+                let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
+                service(ring.get_mut(), ctx, &mut ebpf, &scanner, task_iter.is_ok(), &mut incident_done)?;
             }
             _ = &mut incident_at, if !incident_done => {
                 out.write(&session.incident(ktime_now()))?;
@@ -509,6 +510,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
     if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
         out.write(&rec)?;
+    }
+    if bpf_stats.is_some() {
+        session.set_bpf_stats(crate::bpfstats::collect(&ebpf));
     }
     let detach_start = Instant::now();
     drop(ring);
@@ -620,6 +624,62 @@ impl Mapping {
             }
         }
     }
+}
+
+/// How often the reader collects events written without a wakeup: the
+/// delay of a routine event; urgent ones (a stuck device, a watch request)
+/// and a quarter-full ring wake the reader at once.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What draining the ring writes to.
+struct RingCtx<'a> {
+    session: &'a mut Session,
+    watcher: &'a mut Option<Watcher>,
+    out: &'a mut Output,
+}
+
+/// Drains the ring; when the session asks for a holder scan (a device was
+/// first found stuck), runs it and the blocked-task walk, takes in their
+/// finds and writes the incident view (or refreshes the stuck devices).
+fn service(
+    ring: &mut RingBuf<MapData>,
+    ctx: RingCtx<'_>,
+    ebpf: &mut Ebpf,
+    scanner: &std::result::Result<crate::scan::Scanner, String>,
+    task_iter: bool,
+    incident_done: &mut bool,
+) -> Result<()> {
+    let RingCtx {
+        session,
+        watcher,
+        out,
+    } = ctx;
+    drain(ring, session, watcher, out)?;
+    if !session.take_scan_request() {
+        return Ok(());
+    }
+    let (tables, why) = match scanner {
+        Ok(s) => (s.scan(ebpf), None),
+        Err(why) => (Vec::new(), Some(why.clone())),
+    };
+    let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
+    out.write(&rec)?;
+    // And who is blocked now that something is stuck.
+    if task_iter {
+        crate::tasks::run(ebpf);
+    }
+    // The finds are in the ring now: take them in and report the stuck
+    // devices with them at once.
+    drain(ring, session, watcher, out)?;
+    if *incident_done {
+        for rec in session.refresh(ktime_now()) {
+            out.write(&rec)?;
+        }
+    } else {
+        out.write(&session.incident(ktime_now()))?;
+        *incident_done = true;
+    }
+    Ok(())
 }
 
 fn drain(
