@@ -11,6 +11,7 @@ pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;
 pub mod metrics;
+pub mod names;
 pub mod output;
 pub mod plan;
 pub mod report;

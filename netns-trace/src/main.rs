@@ -88,15 +88,22 @@ pub struct Prepared {
 
 /// Checks privileges, mounts tracefs if needed, reads kallsyms and BTF, and
 /// plans the attach. Every refusal is one sentence.
+/// /proc/kallsyms, parsed as it is read.
+pub fn read_kallsyms() -> Result<Symbols> {
+    let file = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    Symbols::read(std::io::BufReader::with_capacity(1 << 16, file))
+        .context("reading /proc/kallsyms")
+}
+
 pub fn prepare() -> Result<Prepared> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
     }
+    let t0 = std::time::Instant::now();
     let tracefs = tracefs::ensure_mounted();
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-    let caps = KernelCaps::probe(tracefs.clone(), &kallsyms);
-    let symbols = Symbols::parse(&kallsyms);
-    drop(kallsyms);
+    let symbols = read_kallsyms()?;
+    let caps = KernelCaps::probe(tracefs.clone(), &symbols);
+    log::debug!("prepare: kallsyms read and parsed at {:?}", t0.elapsed());
     if !caps.btf {
         bail!(
             "this kernel ({}) has no BTF ({} is missing): netns-trace needs CONFIG_DEBUG_INFO_BTF to read kernel structures",
@@ -113,7 +120,9 @@ pub fn prepare() -> Result<Prepared> {
         let btf = btf::load_vmlinux()?;
         (btf::resolve_offsets(&btf), btf::tcp_state_names(&btf))
     };
+    log::debug!("prepare: offsets read from BTF at {:?}", t0.elapsed());
     let aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    log::debug!("prepare: BTF parsed for attaching at {:?}", t0.elapsed());
     let traceable = tracefs
         .as_ref()
         .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())

@@ -133,8 +133,8 @@ impl StackResolver {
             .reloaded
             .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
         if !unknown.is_empty() && may_reload {
-            if let Ok(text) = std::fs::read_to_string("/proc/kallsyms") {
-                self.symbols = Symbols::parse(&text);
+            if let Ok(symbols) = crate::read_kallsyms() {
+                self.symbols = symbols;
             }
             self.reloaded = Some(Instant::now());
             self.unknowable.extend(
