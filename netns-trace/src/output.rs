@@ -459,6 +459,21 @@ pub struct AttachRec {
     pub degraded: bool,
     pub reasons: Vec<String>,
     pub attach_ms: u64,
+    /// Where `attach_ms` went.
+    pub phases_ms: AttachPhases,
+}
+
+/// The start-up phases, milliseconds each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AttachPhases {
+    /// Reading the kernel: /proc/kallsyms, BTF (offsets and aya's parse),
+    /// the attach plan.
+    pub prepare: u64,
+    /// Loading programs and maps (the verifier runs here), filling the
+    /// scope.
+    pub load: u64,
+    /// Attaching the hooks (fentry trampolines, kprobes, tracepoints).
+    pub attach: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1888,10 +1903,15 @@ mod tests {
             degraded: true,
             reasons: vec!["copy_net_ns: no kprobe support; using unshare instead".into()],
             attach_ms: 42,
+            phases_ms: AttachPhases {
+                prepare: 20,
+                load: 15,
+                attach: 7,
+            },
         });
         assert_eq!(
             json_line(&rec),
-            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42}"#
+            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7}}"#
         );
         assert_eq!(
             human(&rec),

@@ -16,7 +16,7 @@ use netns_trace::{
     containers::{procfs, ContainerMap, Info, OutputQueue, API_WAIT_NS},
     kernel::tracefs,
     metrics::Metrics,
-    output::{AttachRec, HumanStyle, LostCounts, Record, Renderer},
+    output::{AttachPhases, AttachRec, HumanStyle, LostCounts, Record, Renderer},
     report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
     session::{Session, SessionConfig},
 };
@@ -183,6 +183,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut prepared = crate::prepare()?;
+    let prepared_at = started.elapsed();
     let (offsets, mut config, missing) = settings(&prepared, &opts);
     for m in &missing {
         log::warn!("BTF: {m}");
@@ -299,6 +300,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
 
+    let loaded_at = started.elapsed();
     // Before attaching, so the counts cover every run of every hook.
     let bpf_stats = match opts.bpf_stats && !opts.dry_run {
         false => None,
@@ -342,7 +344,14 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut reasons = plan.degraded_reasons();
     reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
     reasons.extend(exact_reason);
-    let attach_ms = started.elapsed().as_millis() as u64;
+    let attached_at = started.elapsed();
+    let attach_ms = attached_at.as_millis() as u64;
+    let phases = AttachPhases {
+        prepare: prepared_at.as_millis() as u64,
+        load: (loaded_at - prepared_at).as_millis() as u64,
+        attach: (attached_at - loaded_at).as_millis() as u64,
+    };
+    log::info!("start-up: {phases:?} ms");
 
     let color = {
         use std::io::IsTerminal as _;
@@ -377,6 +386,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         degraded,
         reasons: reasons.clone(),
         attach_ms,
+        phases_ms: phases,
     }))?;
     if degraded {
         eprintln!(
