@@ -210,6 +210,16 @@ pub fn rows(b: &Value) -> Vec<Row> {
         3,
         None,
     ));
+    for (phase, what) in [
+        ("prepare", "  of which reading kallsyms and BTF"),
+        ("load", "  of which loading programs (verifier)"),
+        ("attach", "  of which attaching hooks"),
+    ] {
+        let xs = sec(&format!("phase_{phase}_ms"));
+        if !xs.is_empty() {
+            out.push(row("3", what, stat(&xs), "s", 3, None));
+        }
+    }
     out.push(row(
         "3",
         "netns-trace: start to first event delivered",

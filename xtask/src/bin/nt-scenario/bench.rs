@@ -69,6 +69,7 @@ pub fn run(a: BenchArgs) {
         "churn": {"untraced": [], "traced": []},
         "tcp": {"untraced": [], "traced": [], "exact": []},
         "attach": {"ready_ms": [], "first_event_ms": [], "attach_ms": [],
+                   "phase_prepare_ms": [], "phase_load_ms": [], "phase_attach_ms": [],
                    "bpftrace_ready_ms": [], "bpftrace_first_event_ms": []},
         "resources": {"maxrss_kb": [], "hwm_kb": [], "cpu_ms": [], "events": [], "wakeups": [], "drops": []},
         "exact": {"armed": [], "drops": []},
@@ -293,6 +294,12 @@ fn traced_round(
     push(&mut r["drops"], json!(summary["lost"]["ringbuf_drops"]));
     if let Some(att) = s.attach {
         push(&mut out["attach"]["attach_ms"], att["attach_ms"].clone());
+        for phase in ["prepare", "load", "attach"] {
+            push(
+                &mut out["attach"][format!("phase_{phase}_ms")],
+                att["phases_ms"][phase].clone(),
+            );
+        }
         attach_rec.get_or_insert(att);
     }
     Ok(())
@@ -352,26 +359,7 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     let t = Tracer::start(&a.tracer, &["--bpf-stats"], timeout)?;
     let data = "/tmp/nt-perf.data";
     let perf = match &a.perf {
-        Some(bin) => Some(
-            Command::new(bin)
-                .args([
-                    "record",
-                    "-q",
-                    "-e",
-                    "cpu-clock",
-                    "-F",
-                    "2000",
-                    "-o",
-                    data,
-                    "-p",
-                ])
-                .arg(t.child.id().to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("cannot start {bin}: {e}"))?,
-        ),
+        Some(bin) => Some(start_perf(bin, t.child.id(), data)?),
         None => None,
     };
     let cpu0 = cpu_ticks(t.child.id()).unwrap_or(0);
@@ -394,6 +382,66 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
         "bpf_programs": summary["bpf_programs"],
         "perf": report,
     }))
+}
+
+/// `perf record` on `pid`, started with its events disabled and enabled
+/// through its control fifo: it returns once perf acknowledged, so the
+/// churn that follows is sampled from its first namespace (perf takes
+/// seconds to start under TCG).
+fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
+    let (ctl, ack) = ("/tmp/nt-perf.ctl", "/tmp/nt-perf.ack");
+    for f in [ctl, ack] {
+        let _ = std::fs::remove_file(f);
+        let path = std::ffi::CString::new(f).expect("no NUL");
+        if unsafe { libc::mkfifo(path.as_ptr(), 0o600) } != 0 {
+            return Err(format!("mkfifo {f}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let mut child = Command::new(bin)
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "2000", "-D", "-1"])
+        .arg(format!("--control=fifo:{ctl},{ack}"))
+        .args(["-o", data, "-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    // Opening a fifo blocks until perf opens its end; if perf dies first,
+    // this would hang, so perf's exit is checked by the open on a thread.
+    let enabled = std::thread::spawn(move || -> Result<(), String> {
+        std::fs::write(ctl, "enable\n").map_err(|e| format!("perf control fifo: {e}"))?;
+        // One line: perf keeps the fifo open, so there is no EOF to read to.
+        let mut answer = String::new();
+        std::fs::File::open(ack)
+            .and_then(|f| BufReader::new(f).read_line(&mut answer))
+            .map_err(|e| format!("perf ack fifo: {e}"))?;
+        match answer.starts_with("ack") {
+            true => Ok(()),
+            false => Err(format!("perf answered {answer:?} to enable")),
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if enabled.is_finished() {
+            return match enabled.join() {
+                Ok(Ok(())) => Ok(child),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("perf control thread panicked".into()),
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("perf record exited ({status}): {}", err.trim()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("perf record did not start within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The hottest symbols of a `perf record`, or why there are none.
