@@ -7,6 +7,7 @@ pub mod cli;
 pub mod containers;
 pub mod events;
 pub mod exact;
+pub mod insn;
 pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;
