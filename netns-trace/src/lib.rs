@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod metrics;
 pub mod output;
+pub mod perf_ring;
 pub mod plan;
 pub mod report;
 pub mod session;
