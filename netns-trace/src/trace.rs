@@ -221,7 +221,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
     let mut watcher = None;
     if config.exact != exact_mode::OFF {
-        match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
+        match Watcher::load(
+            &mut ebpf,
+            prepared.caps.free_refcnt(),
+            opts.watch_via_perf_ring,
+        ) {
             Ok(w) => watcher = Some(w),
             Err(err) if opts.exact => {
                 eprintln!(
@@ -393,7 +397,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     // One copy of the symbol table (~20 MB for a distro kernel): the
     // resolver's; the session symbolises through it.
     let symbols = std::mem::take(&mut prepared.symbols);
-    let resolver = StackResolver::new(stack_map, symbols);
+    let callchains = watcher
+        .as_ref()
+        .map(Watcher::callchains)
+        .unwrap_or_default();
+    let resolver = StackResolver::new(stack_map, symbols, callchains);
+    // The watchpoint fallback's perf rings (idle unless it is used).
+    #[allow(deprecated)] // as for the ring buffer above
+    let ring_poll = match &watcher {
+        Some(w) => Some(AsyncFd::new(w.ring_poll()?).context("polling the perf rings")?),
+        None => None,
+    };
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
@@ -458,6 +472,13 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 }
                 guard.clear_ready();
             }
+            guard = readable(ring_poll.as_ref()) => {
+                let mut guard = guard.context("waiting on the perf rings")?;
+                if let Some(w) = watcher.as_mut() {
+                    w.on_rings_ready(&mut session);
+                }
+                guard.clear_ready();
+            }
             _ = &mut incident_at, if !incident_done => {
                 out.write(&session.incident(ktime_now()))?;
                 incident_done = true;
@@ -507,6 +528,10 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
     drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+    // Samples of the last writes, before the summary reports the ledger.
+    if let Some(w) = watcher.as_mut() {
+        w.on_rings_ready(&mut session);
+    }
     if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
         out.write(&rec)?;
     }
@@ -590,6 +615,16 @@ fn describe(o: &CommandOutcome) -> String {
     }
 }
 
+/// Readable, or never when there is nothing to poll.
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: Option<&AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, T>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next Docker API answer, or never when there is no mapping.
 async fn recv(rx: &mut Option<mpsc::Receiver<ApiAnswer>>) -> Option<ApiAnswer> {
     match rx {
@@ -641,8 +676,11 @@ fn drain(
                 continue;
             }
             Ok(event) => {
-                if let (Event::WatchDone(d), Some(w)) = (&event, watcher.as_mut()) {
-                    w.disarm(d.dev);
+                if let Some(w) = watcher.as_mut() {
+                    w.before_event(event.header().ts_ns, session);
+                    if let Event::WatchDone(d) = &event {
+                        w.disarm(d.dev);
+                    }
                 }
                 session.on_event(event)
             }
