@@ -196,6 +196,10 @@ pub struct CommonArgs {
     /// summary: what tracing costs in the kernel, per hook.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Read the watchpoint samples from the perf ring in userspace even
+    /// where the kernel runs BPF on breakpoint events (tests the fallback).
+    #[arg(long, hide = true)]
+    pub watch_via_perf_ring: bool,
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +264,8 @@ pub struct TraceOptions {
     pub exact: bool,
     pub no_watchpoints: bool,
     pub bpf_stats: bool,
+    /// Watchpoints read from the perf ring, never by BPF (hidden flag).
+    pub watch_via_perf_ring: bool,
     pub metrics_addr: Option<SocketAddr>,
     pub color: ColorChoice,
     /// `--pid-of-dockerd`: the dockerd found (also in `pids`).
@@ -338,6 +344,7 @@ impl Cli {
                         exact: r.common.exact,
                         no_watchpoints: r.common.no_watchpoints,
                         bpf_stats: r.common.bpf_stats,
+                        watch_via_perf_ring: r.common.watch_via_perf_ring,
                         metrics_addr: r.common.metrics_addr,
                         color: self.color,
                     },
@@ -382,6 +389,7 @@ impl Cli {
             exact: t.common.exact,
             no_watchpoints: t.common.no_watchpoints,
             bpf_stats: t.common.bpf_stats,
+            watch_via_perf_ring: t.common.watch_via_perf_ring,
             metrics_addr: t.common.metrics_addr,
             color: self.color,
             dockerd,
@@ -573,6 +581,7 @@ mod tests {
                 exact: false,
                 no_watchpoints: false,
                 bpf_stats: false,
+                watch_via_perf_ring: false,
                 metrics_addr: None,
                 color: ColorChoice::Auto,
                 dockerd: None,

@@ -13,6 +13,7 @@ mod tasks;
 mod testrun;
 mod trace;
 mod watch;
+mod watch_ring;
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
@@ -173,6 +174,7 @@ mod doctor {
             exact: false,
             no_watchpoints: false,
             bpf_stats: false,
+            watch_via_perf_ring: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
             dockerd: None,
@@ -184,7 +186,7 @@ mod doctor {
         // the two watchpoint programs.
         let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
             Some(why) => Err(why),
-            None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt())
+            None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt(), false)
                 .map(|_| ())
                 .map_err(|e| format!("the kernel refused the watchpoint programs: {e:#}")),
         };

@@ -287,8 +287,11 @@ pub struct ExactRec {
     pub pre_arm_left: i64,
     /// The other outstanding holds, grouped by the stack that took them.
     pub hold_sites: Vec<SiteRec>,
-    /// Writes seen before the counters were read (sign unknown, not counted).
+    /// Writes seen before the counters were read, or (perf ring) whose
+    /// instruction could not be decoded: sign unknown, not counted.
     pub unknown_writes: u32,
+    /// Writes the perf ring lost before they were read (not counted).
+    pub lost_writes: u64,
     /// Releases with no hold to pair with (a hold was missed).
     pub unpaired_releases: u32,
     /// Who let go last: the most recent release (`holds` is 1).
@@ -379,8 +382,16 @@ pub struct TableScan {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum WatchState {
     /// Watching every CPU's counter; `pre_arm` references (besides the
-    /// device's own) were already held and have no stack.
-    Armed { cpus: u32, pre_arm: i64 },
+    /// device's own) were already held and have no stack. `via`: "bpf"
+    /// (a BPF program on each hit) or "perf_ring" (samples read in
+    /// userspace; `reason` says why).
+    Armed {
+        cpus: u32,
+        pre_arm: i64,
+        via: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Not watched: budget spent, kernel refused, ...
     Unavailable { reason: String },
     /// Closed to watch a stuck device instead.
@@ -784,6 +795,9 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
     if x.unknown_writes > 0 {
         notes.push(format!("{} writes not counted", x.unknown_writes));
     }
+    if x.lost_writes > 0 {
+        notes.push(format!("{} writes lost", x.lost_writes));
+    }
     if x.unpaired_releases > 0 {
         notes.push(format!("{} releases unpaired", x.unpaired_releases));
     }
@@ -1060,9 +1074,20 @@ pub fn human(rec: &Record) -> String {
         Record::Watch(r) => {
             let dev = escape(&r.device);
             let d = match &r.state {
-                WatchState::Armed { cpus, pre_arm } => format!(
-                    "{dev} watchpoints armed on {cpus} CPUs ({pre_arm} reference(s) already held)"
-                ),
+                WatchState::Armed {
+                    cpus,
+                    pre_arm,
+                    reason,
+                    ..
+                } => {
+                    let via = match reason {
+                        Some(why) => format!("; read from the perf ring: {}", escape(why)),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{dev} watchpoints armed on {cpus} CPUs ({pre_arm} reference(s) already held{via})"
+                    )
+                }
                 WatchState::Unavailable { reason } => {
                     format!("{dev} NOT watched: {}", escape(reason))
                 }
@@ -1480,6 +1505,7 @@ mod tests {
             pre_arm_left: 0,
             hold_sites: vec![site("ins\x1bmod", 5_570_000_000, "dev_get_by_name+0x7f")],
             unknown_writes: 0,
+            lost_writes: 0,
             unpaired_releases: 0,
             last_release: None,
         });
@@ -1512,6 +1538,33 @@ mod tests {
             h.contains("last release by pid 7 (kworker/1:1) at t+8.99 s: leak_release+0x28"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn watch_armed_says_how_hits_are_read() {
+        let armed = |via, reason: Option<&str>| {
+            Record::Watch(WatchRec {
+                time_ns: 2_000_000_000,
+                netns: 7,
+                device: "lo".into(),
+                dev: 0x10,
+                state: WatchState::Armed {
+                    cpus: 2,
+                    pre_arm: 11,
+                    via,
+                    reason: reason.map(Into::into),
+                },
+            })
+        };
+        assert_eq!(
+            json_line(&armed("bpf", None)),
+            r#"{"type":"watch","time":2.0,"netns":7,"device":"lo","dev":"0x10","state":"armed","cpus":2,"pre_arm":11,"via":"bpf"}"#
+        );
+        let ring = armed("perf_ring", Some("SET_BPF refused"));
+        assert!(json_line(&ring).ends_with(r#""via":"perf_ring","reason":"SET_BPF refused"}"#));
+        assert!(human(&ring)
+            .contains("11 reference(s) already held; read from the perf ring: SET_BPF refused)"));
+        assert!(human(&armed("bpf", None)).contains("already held)"));
     }
 
     #[test]

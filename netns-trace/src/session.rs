@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use netns_trace_common::{create_source, dev_wait_flags, phase, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
-use crate::exact::{Armed, CallPath, Evicted, ExactLedger};
+use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Via};
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
@@ -221,6 +221,7 @@ impl Session {
             pre_arm_left: r.pre_arm_left,
             hold_sites,
             unknown_writes: r.unknown_writes,
+            lost_writes: r.lost_writes,
             unpaired_releases: r.unpaired_releases,
             last_release,
         })
@@ -240,9 +241,13 @@ impl Session {
     /// seed, where counting starts), or could not: the record says which.
     pub fn on_watch_armed(&mut self, t: &WatchTarget, armed: &Armed) -> Option<Record> {
         match armed {
-            Armed::Now { seed, at_ns } => {
+            Armed::Now { seed, at_ns, via } => {
                 self.exact.on_armed(t);
                 let pre_arm = self.exact.on_seed(t.dev, seed)?;
+                let (via, reason) = match via {
+                    Via::Bpf => ("bpf", None),
+                    Via::PerfRing(why) => ("perf_ring", Some(why.clone())),
+                };
                 Some(self.watch_rec(
                     *at_ns,
                     t.dev,
@@ -251,6 +256,8 @@ impl Session {
                     WatchState::Armed {
                         cpus: seed.len() as u32,
                         pre_arm,
+                        via,
+                        reason,
                     },
                 ))
             }
@@ -265,6 +272,12 @@ impl Session {
                 },
             )),
         }
+    }
+
+    /// `n` writes to the watched counter at `addr` were lost before the
+    /// loader could read them (perf ring fallback).
+    pub fn on_watch_lost(&mut self, addr: u64, n: u64) {
+        self.exact.on_lost(addr, n);
     }
 
     /// The loader closed a device's watchpoints to watch a stuck one.

@@ -222,7 +222,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
     let mut watcher = None;
     if config.exact != exact_mode::OFF {
-        match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
+        match Watcher::load(
+            &mut ebpf,
+            prepared.caps.free_refcnt(),
+            opts.watch_via_perf_ring,
+        ) {
             Ok(w) => watcher = Some(w),
             Err(err) if opts.exact => {
                 eprintln!(
@@ -416,7 +420,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     // One copy of the symbol table (~20 MB for a distro kernel): the
     // resolver's; the session symbolises through it.
     let symbols = std::mem::take(&mut prepared.symbols);
-    let resolver = StackResolver::new(stack_map, symbols);
+    let callchains = watcher
+        .as_ref()
+        .map(Watcher::callchains)
+        .unwrap_or_default();
+    let resolver = StackResolver::new(stack_map, symbols, callchains);
+    // The watchpoint fallback's perf rings (idle unless it is used).
+    #[allow(deprecated)] // as for the ring buffer above
+    let ring_poll = match &watcher {
+        Some(w) => Some(AsyncFd::new(w.ring_poll()?).context("polling the perf rings")?),
+        None => None,
+    };
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
@@ -469,6 +483,13 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
                 service(ring.get_mut(), ctx, &mut ebpf, &scanner, task_iter.is_ok(), &mut incident_done)?;
             }
+            guard = readable(ring_poll.as_ref()) => {
+                let mut guard = guard.context("waiting on the perf rings")?;
+                if let Some(w) = watcher.as_mut() {
+                    w.on_rings_ready(&mut session);
+                }
+                guard.clear_ready();
+            }
             _ = &mut incident_at, if !incident_done => {
                 out.write(&session.incident(ktime_now()))?;
                 incident_done = true;
@@ -518,6 +539,10 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
     drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+    // Samples of the last writes, before the summary reports the ledger.
+    if let Some(w) = watcher.as_mut() {
+        w.on_rings_ready(&mut session);
+    }
     if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
         out.write(&rec)?;
     }
@@ -601,6 +626,16 @@ fn describe(o: &CommandOutcome) -> String {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended".into(),
+    }
+}
+
+/// Readable, or never when there is nothing to poll.
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: Option<&AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, T>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -711,8 +746,11 @@ fn drain(
                 continue;
             }
             Ok(event) => {
-                if let (Event::WatchDone(d), Some(w)) = (&event, watcher.as_mut()) {
-                    w.disarm(d.dev);
+                if let Some(w) = watcher.as_mut() {
+                    w.before_event(event.header().ts_ns, session);
+                    if let Event::WatchDone(d) = &event {
+                        w.disarm(d.dev);
+                    }
                 }
                 session.on_event(event)
             }

@@ -79,6 +79,7 @@ const SCENARIOS: &[&str] = &[
     "exact",
     "exact-neigh",
     "exact-churn",
+    "exact-fallback",
     "docker",
     "run-leak",
 ];
@@ -154,6 +155,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "exact-neigh" => vm_assert::check_exact(&run, "neigh"),
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
+                    "exact-fallback" => vm_assert::check_exact_fallback(&run),
                     "docker" => vm_assert::check_docker(&run),
                     "run-leak" => vm_assert::check_run_leak(&run),
                     _ => vm_assert::check_tcpsock(&run),
@@ -311,6 +313,7 @@ case "$scenario" in
   hold|neigh|dst|tcpsock) /bin/nt-scenario stuck --mode "$scenario" --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
+  exact-fallback) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact --watch-via-perf-ring ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   bench) /bin/nt-scenario bench {bench} --timeout {timeout} -- $tracer ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
