@@ -82,7 +82,8 @@ pub struct Prepared {
     pub btf_offsets: (netns_trace_common::Offsets, Vec<String>),
     /// TCP state names from the kernel's enum.
     pub tcp_states: std::collections::HashMap<u8, String>,
-    /// The one parse of the kernel BTF that aya uses (loader and attach).
+    /// aya's parse of the kernel BTF for attaching (fentry, tp_btf,
+    /// iterators): empty until `trace::load_programs` fills it.
     pub aya_btf: aya::Btf,
     pub plan: Plan,
 }
@@ -122,8 +123,9 @@ pub fn prepare() -> Result<Prepared> {
         (btf::resolve_offsets(&btf), btf::tcp_state_names(&btf))
     };
     log::debug!("prepare: offsets read from BTF at {:?}", t0.elapsed());
-    let aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
-    log::debug!("prepare: BTF parsed for attaching at {:?}", t0.elapsed());
+    // aya's own parse comes later (trace::load_programs), so it never
+    // overlaps the loader's.
+    let aya_btf = aya::Btf::new();
     let traceable = tracefs
         .as_ref()
         .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())
@@ -181,7 +183,7 @@ mod doctor {
             docker_socket: "/var/run/docker.sock".into(),
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
-        let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
+        let mut ebpf = load_programs(&offsets, &config, &mut prepared)?;
         // --exact: the kernel's preconditions, then the verifier's word on
         // the two watchpoint programs.
         let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
