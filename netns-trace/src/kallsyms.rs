@@ -153,10 +153,13 @@ impl Symbols {
 
     /// Parse kallsyms line by line from `r` (e.g. /proc/kallsyms): the
     /// file (several MB) is never held whole.
-    pub fn read(r: impl BufRead) -> std::io::Result<Self> {
+    pub fn read(mut r: impl BufRead) -> std::io::Result<Self> {
         let mut b = Builder::default();
-        for line in r.lines() {
-            b.line(&line?);
+        // One buffer for every line: no allocation per symbol.
+        let mut line = String::with_capacity(256);
+        while r.read_line(&mut line)? > 0 {
+            b.line(&line);
+            line.clear();
         }
         Ok(b.finish())
     }
@@ -419,6 +422,18 @@ ffffffffc0a01000 t foo_init\t[foo]
         assert!(f.contains("copy_net_ns"));
         assert!(f.contains("foo_init"));
         assert!(!f.contains("__put_net"));
+    }
+
+    #[test]
+    fn read_matches_parse() {
+        let read = Symbols::read(SAMPLE.as_bytes()).unwrap();
+        let parsed = Symbols::parse(SAMPLE);
+        assert_eq!(read.len(), parsed.len());
+        assert_eq!(
+            read.lookup(0xffffffffc0a01010),
+            parsed.lookup(0xffffffffc0a01010)
+        );
+        assert_eq!(read.address_of("cleanup_net"), Some(0xffffffff81001400));
     }
 
     #[test]
