@@ -139,8 +139,12 @@ pub fn load_programs(
     config: &Config,
     prepared: &mut crate::Prepared,
 ) -> Result<Ebpf> {
+    let t = Instant::now();
     let ebpf = probes::load(offsets, config)?;
+    log::info!("start-up: object and maps loaded in {:?}", t.elapsed());
+    let t = Instant::now();
     prepared.aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    log::info!("start-up: BTF parsed for attaching in {:?}", t.elapsed());
     Ok(ebpf)
 }
 
@@ -219,17 +223,15 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
     let mut ebpf = load_programs(&offsets, &config, &mut prepared)?;
     // Incident mode: the holder scan when a device is first found stuck.
-    let scanner =
-        crate::scan::Scanner::load(&mut ebpf, &prepared.aya_btf, &prepared.symbols, &offsets)
-            .map_err(|e| format!("{e:#}"));
-    if let Err(why) = &scanner {
-        log::info!("holder scan unavailable: {why}");
-    }
+    let mut scanner = crate::scan::Scanner::new(&prepared.symbols, &offsets);
     // Incident mode: who is blocked behind a teardown (task iterator).
+    let t = Instant::now();
     let task_iter = crate::tasks::load(&mut ebpf, &prepared.aya_btf).map_err(|e| format!("{e:#}"));
     if let Err(why) = &task_iter {
         log::info!("blocked-task iterator unavailable: {why}");
     }
+    log::info!("start-up: task iterator loaded in {:?}", t.elapsed());
+    let t = Instant::now();
     let mut watcher = None;
     if config.exact != exact_mode::OFF {
         match Watcher::load(
@@ -247,6 +249,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
             Err(err) => log::info!("watchpoints on stuck devices: program refused: {err:#}"),
         }
     }
+    log::info!("start-up: watchpoint programs loaded in {:?}", t.elapsed());
 
     // With a process scope: the process trees as they are now (the kernel
     // follows forks from here on) and the namespaces they are in, mapped
@@ -483,7 +486,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 let mut guard = guard.context("waiting on the ring buffer")?;
                 session.note_wakeup();
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
-                service(guard.get_inner_mut(), ctx, &mut ebpf, &scanner, task_iter.is_ok(), &mut incident_done)?;
+                service(guard.get_inner_mut(), ctx, &mut ebpf, &mut scanner, &prepared.aya_btf, task_iter.is_ok(), &mut incident_done)?;
                 guard.clear_ready();
             }
             // Most events are written without waking the reader (see
@@ -491,7 +494,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
             _ = poll.tick() => {
                 session.note_wakeup();
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
-                service(ring.get_mut(), ctx, &mut ebpf, &scanner, task_iter.is_ok(), &mut incident_done)?;
+                service(ring.get_mut(), ctx, &mut ebpf, &mut scanner, &prepared.aya_btf, task_iter.is_ok(), &mut incident_done)?;
             }
             guard = readable(ring_poll.as_ref()) => {
                 let mut guard = guard.context("waiting on the perf rings")?;
@@ -700,7 +703,8 @@ fn service(
     ring: &mut RingBuf<MapData>,
     ctx: RingCtx<'_>,
     ebpf: &mut Ebpf,
-    scanner: &std::result::Result<crate::scan::Scanner, String>,
+    scanner: &mut crate::scan::Scanner,
+    btf: &aya::Btf,
     task_iter: bool,
     incident_done: &mut bool,
 ) -> Result<()> {
@@ -713,9 +717,9 @@ fn service(
     if !session.take_scan_request() {
         return Ok(());
     }
-    let (tables, why) = match scanner {
-        Ok(s) => (s.scan(ebpf), None),
-        Err(why) => (Vec::new(), Some(why.clone())),
+    let (tables, why) = match scanner.scan(ebpf, btf) {
+        Ok(tables) => (tables, None),
+        Err(why) => (Vec::new(), Some(why)),
     };
     let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
     out.write(&rec)?;

@@ -281,6 +281,16 @@ pub fn build_module(k: &Kernel) -> Result<PathBuf> {
 fn init_script(a: &VmTestArgs) -> String {
     let (timeout, mode, hold_ms) = (a.timeout, &a.mode, a.hold_ms);
     let bench = a.bench.as_deref().unwrap_or("");
+    // NT_GUEST_LOG=info (or debug) on the host: the tracer's log in the
+    // guest (its stderr lands in the tracer-stderr section), for digging.
+    let guest_log = std::env::var("NT_GUEST_LOG")
+        .ok()
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=_:,".contains(c))
+        })
+        .map(|v| format!("export NETNS_TRACE_LOG={v}\n"))
+        .unwrap_or_default();
     // demo --exact: both tracers watch; the leak waits for the watchpoints.
     let (exact, await_watch) = if a.exact {
         (" --exact", " --await-watch")
@@ -306,7 +316,7 @@ for w in $(cat /proc/cmdline); do
   case "$w" in nt.scenario=*) scenario="${{w#nt.scenario=}}" ;; esac
 done
 echo "nt-init: scenario $scenario on $(uname -r)"
-tracer="/bin/netns-trace --json --ready-file /tmp/ready"
+{guest_log}tracer="/bin/netns-trace --json --ready-file /tmp/ready"
 [ -x /bin/netns-trace ] || tracer=/bin/stand-in-tracer
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
