@@ -37,6 +37,9 @@ pub struct Symbols {
     /// Base name -> names of its compiler clones (`foo` -> `foo.isra.0`).
     clones: HashMap<String, Vec<String>>,
     hidden: bool,
+    /// Only some names were kept ([`Symbols::read_only`]): no address can
+    /// be resolved, since its function may be one left out.
+    partial: bool,
 }
 
 /// `foo` for `foo.isra.0`, `foo.constprop.0.cold`, `foo.part.3`; `None`
@@ -57,7 +60,10 @@ pub fn is_cold_only(name: &str) -> bool {
 
 /// Symbols as they are read, before sorting and indexing.
 #[derive(Default)]
-struct Builder {
+struct Builder<'f> {
+    /// Keep only symbols this accepts (by name); every line still counts
+    /// for `any_nonzero`.
+    keep: Option<&'f dyn Fn(&str) -> bool>,
     syms: Vec<Sym>,
     names: Arena,
     modules: Vec<String>,
@@ -65,7 +71,7 @@ struct Builder {
     any_nonzero: bool,
 }
 
-impl Builder {
+impl Builder<'_> {
     /// `ffffffff81000000 T _stext` or `ffffffffc0a01000 t foo\t[mod]`;
     /// malformed lines are skipped.
     fn line(&mut self, line: &str) {
@@ -76,11 +82,14 @@ impl Builder {
         let Ok(addr) = u64::from_str_radix(addr, 16) else {
             return;
         };
+        self.any_nonzero |= addr != 0;
+        if self.keep.is_some_and(|keep| !keep(name)) {
+            return;
+        }
         let module = match it.next() {
             None => NO_MODULE,
             Some(m) => self.module_id(m.trim_start_matches('[').trim_end_matches(']')),
         };
-        self.any_nonzero |= addr != 0;
         let name = self.names.push(name);
         self.syms.push(Sym {
             addr,
@@ -108,6 +117,7 @@ impl Builder {
 
     fn finish(self) -> Symbols {
         let Builder {
+            keep,
             mut syms,
             mut names,
             modules,
@@ -138,6 +148,7 @@ impl Builder {
             functions,
             clones,
             hidden,
+            partial: keep.is_some(),
         }
     }
 }
@@ -153,8 +164,24 @@ impl Symbols {
 
     /// Parse kallsyms line by line from `r` (e.g. /proc/kallsyms): the
     /// file (several MB) is never held whole.
-    pub fn read(mut r: impl BufRead) -> std::io::Result<Self> {
-        let mut b = Builder::default();
+    pub fn read(r: impl BufRead) -> std::io::Result<Self> {
+        Self::read_with(r, Builder::default())
+    }
+
+    /// Like [`Symbols::read`], keeping only the symbols `keep` accepts: a
+    /// few kilobytes to plan the attach with, where the whole table is
+    /// ~8 MB. Addresses do not resolve in it ([`Symbols::lookup`] is None).
+    pub fn read_only(r: impl BufRead, keep: &dyn Fn(&str) -> bool) -> std::io::Result<Self> {
+        Self::read_with(
+            r,
+            Builder {
+                keep: Some(keep),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn read_with(mut r: impl BufRead, mut b: Builder<'_>) -> std::io::Result<Self> {
         // One buffer for every line: no allocation per symbol.
         let mut line = String::with_capacity(256);
         while r.read_line(&mut line)? > 0 {
@@ -182,6 +209,11 @@ impl Symbols {
 
     pub fn is_empty(&self) -> bool {
         self.sorted.is_empty()
+    }
+
+    /// Built by [`Symbols::read_only`]: names only, nothing resolves.
+    pub fn is_partial(&self) -> bool {
+        self.partial
     }
 
     /// All addresses read as zero: names are usable, addresses are not.
@@ -228,7 +260,7 @@ impl Symbols {
     /// addresses are hidden, below the first symbol, or the nearest symbol
     /// below is data (the address is not in code we know).
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64, Option<&str>)> {
-        if self.hidden || addr == 0 {
+        if self.hidden || self.partial || addr == 0 {
             return None;
         }
         let idx = self
@@ -239,12 +271,12 @@ impl Symbols {
         let at = self.sorted[idx].addr;
         let first = self.sorted[..=idx].partition_point(|s| s.addr < at);
         let s = self.sorted[first..=idx].iter().find(|s| s.text)?;
+        let module = self.modules.get(s.module as usize).map(String::as_str);
         // No kernel function is this long: past the last symbol of a region
         // (e.g. beyond a module's text), not inside that function.
-        if addr - s.addr >= MAX_FUNCTION_LEN {
+        if addr - s.addr >= max_len(self.name(s), module) {
             return None;
         }
-        let module = self.modules.get(s.module as usize).map(String::as_str);
         Some((self.name(s), addr - s.addr, module))
     }
 
@@ -260,6 +292,22 @@ impl Symbols {
 
 /// An offset past this is not inside the symbol below it.
 const MAX_FUNCTION_LEN: u64 = 1 << 20;
+
+/// How far past its start an address can still be inside `name`. Code the
+/// kernel generates at run time (`[bpf]` trampolines and JIT images,
+/// `[__builtin__ftrace]` and `[__builtin__kprobes]` trampolines: a page
+/// each, or small) shares the module area with modules: a module loaded
+/// after the table was read lies just above some such symbol and must read
+/// as unknown (so the table is re-read), not as that code (which stacks
+/// leave out as attach machinery).
+fn max_len(name: &str, module: Option<&str>) -> u64 {
+    match module {
+        Some("bpf") if name.starts_with("bpf_prog_") => 64 << 10,
+        Some("bpf") => 4096,
+        Some(m) if m.starts_with("__builtin__") => 4096,
+        _ => MAX_FUNCTION_LEN,
+    }
+}
 
 /// perf call chains carry context markers (`PERF_CONTEXT_KERNEL` = -128,
 /// ..., `PERF_CONTEXT_MAX` = -4095) among the addresses: not frames.
@@ -380,6 +428,32 @@ ffffffffc0a01000 t foo_init\t[foo]
     }
 
     #[test]
+    fn bpf_code_does_not_swallow_a_later_module() {
+        let s = Symbols::parse(
+            "ffffffff81000000 T _stext\n\
+             ffffffffc0000000 t bpf_trampoline_6442\t[bpf]\n\
+             ffffffffc0010000 t bpf_prog_3b185187f1855c4c_scan_neigh\t[bpf]\n\
+             ffffffffc0100000 t ftrace_trampoline\t[__builtin__ftrace]\n",
+        );
+        assert_eq!(
+            s.lookup(0xffffffffc0109059),
+            None,
+            "36 KiB past an ftrace trampoline"
+        );
+        assert_eq!(
+            s.lookup(0xffffffffc0000010),
+            Some(("bpf_trampoline_6442", 0x10, Some("bpf")))
+        );
+        assert_eq!(
+            s.lookup(0xffffffffc0001010),
+            None,
+            "a page past a trampoline"
+        );
+        assert!(s.lookup(0xffffffffc0010400).is_some());
+        assert_eq!(s.lookup(0xffffffffc0030000), None, "128 KiB past a program");
+    }
+
+    #[test]
     fn hidden_addresses() {
         let s = Symbols::parse("0000000000000000 T copy_net_ns\n0000000000000000 t cleanup_net\n");
         assert!(s.addresses_hidden());
@@ -434,6 +508,26 @@ ffffffffc0a01000 t foo_init\t[foo]
             parsed.lookup(0xffffffffc0a01010)
         );
         assert_eq!(read.address_of("cleanup_net"), Some(0xffffffff81001400));
+    }
+
+    #[test]
+    fn partial_table_plans_but_never_resolves() {
+        let keep = |n: &str| clone_base(n).unwrap_or(n) == "dst_destroy" || n == "init_net";
+        let s = Symbols::read_only(SAMPLE.as_bytes(), &keep).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.clones_of("dst_destroy"),
+            ["dst_destroy.isra.0".to_string()]
+        );
+        assert_eq!(s.any_address_of("init_net"), Some(0xffffffff81004000));
+        assert!(!s.contains_function("copy_net_ns"), "left out");
+        assert!(!s.addresses_hidden());
+        // dst_destroy.isra.0 is the nearest kept symbol below copy_net_ns's
+        // address: a partial table must not claim it.
+        assert_eq!(s.lookup(0xffffffff81003010), None);
+        let zeros = "0000000000000000 T copy_net_ns\n0000000000000000 T other\n";
+        let hidden = Symbols::read_only(zeros.as_bytes(), &|n| n == "other").unwrap();
+        assert!(hidden.addresses_hidden());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
 use netns_trace::{
     cli::{Action, Cli},
-    kallsyms::{FilterFunctions, Symbols},
+    kallsyms::{clone_base, FilterFunctions, Symbols},
     kernel::{btf, caps::KernelCaps, tracefs},
     plan::{Capabilities, Plan},
 };
@@ -97,13 +97,41 @@ pub fn read_kallsyms() -> Result<Symbols> {
         .context("reading /proc/kallsyms")
 }
 
+/// Kernel symbols the start-up looks up by name, besides the hooks': the
+/// per-CPU offsets (watchpoints), the neighbour tables (holder scan) and
+/// ref_tracker (doctor).
+const NAMED_SYMBOLS: &[&str] = &[
+    "__per_cpu_offset",
+    "arp_tbl",
+    "nd_tbl",
+    "ref_tracker_alloc",
+    "ref_tracker_free",
+];
+
+/// The part of /proc/kallsyms start-up needs: the hooks' functions (and
+/// their compiler clones) and [`NAMED_SYMBOLS`]. The full table, for
+/// naming stack frames, is read once the hooks are attached and the BTF
+/// parses are gone (trace::run): kept out of their peak, it is ~8 MB.
+fn read_kallsyms_for_plan() -> Result<Symbols> {
+    let wanted: std::collections::HashSet<&str> = netns_trace::plan::HOOKS
+        .iter()
+        .flat_map(|h| h.symbols.iter().copied())
+        .chain(NAMED_SYMBOLS.iter().copied())
+        .collect();
+    let keep =
+        |name: &str| wanted.contains(name) || clone_base(name).is_some_and(|b| wanted.contains(b));
+    let file = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    Symbols::read_only(std::io::BufReader::with_capacity(1 << 16, file), &keep)
+        .context("reading /proc/kallsyms")
+}
+
 pub fn prepare() -> Result<Prepared> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
     }
     let t0 = std::time::Instant::now();
     let tracefs = tracefs::ensure_mounted();
-    let symbols = read_kallsyms()?;
+    let symbols = read_kallsyms_for_plan()?;
     let caps = KernelCaps::probe(tracefs.clone(), &symbols);
     log::debug!("prepare: kallsyms read and parsed at {:?}", t0.elapsed());
     if !caps.btf {

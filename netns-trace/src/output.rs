@@ -483,7 +483,8 @@ pub struct AttachPhases {
     /// Loading programs and maps (the verifier runs here), filling the
     /// scope.
     pub load: u64,
-    /// Attaching the hooks (fentry trampolines, kprobes, tracepoints).
+    /// Attaching the hooks (fentry trampolines, kprobes, tracepoints),
+    /// then reading the whole symbol table for naming stack frames.
     pub attach: u64,
 }
 

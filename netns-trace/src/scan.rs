@@ -5,7 +5,7 @@
 //! `found_by: scan`; what it cannot walk is said, not skipped silently.
 use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use aya::{
     programs::{Iter, RawTracePoint},
     Btf, Ebpf,
@@ -62,8 +62,8 @@ impl Scanner {
     /// (the kernel's own TCP iterator); the holders on stuck devices are in
     /// the ring buffer when this returns. Loads the programs the first
     /// time; fails with both reasons when neither walk can run.
-    pub fn scan(&mut self, ebpf: &mut Ebpf, btf: &Btf) -> Result<Vec<TableScan>, String> {
-        let loaded = self.load(ebpf, btf);
+    pub fn scan(&mut self, ebpf: &mut Ebpf) -> Result<Vec<TableScan>, String> {
+        let loaded = self.load(ebpf);
         let (neigh, tcp) = match (&loaded.neigh, &loaded.tcp) {
             (Err(n), Err(t)) => return Err(format!("neighbour tables: {n}; TCP sockets: {t}")),
             (neigh, tcp) => (neigh.as_ref().ok(), tcp.is_ok()),
@@ -81,7 +81,7 @@ impl Scanner {
         Ok(out)
     }
 
-    fn load(&mut self, ebpf: &mut Ebpf, btf: &Btf) -> &Loaded {
+    fn load(&mut self, ebpf: &mut Ebpf) -> &Loaded {
         let (tables, tcp_fields) = (&self.tables, &self.tcp_fields);
         self.loaded.get_or_insert_with(|| {
             let t = std::time::Instant::now();
@@ -92,7 +92,7 @@ impl Scanner {
                 Err(why) => Err(why.clone()),
             };
             let tcp = match tcp_fields {
-                Ok(()) => load_tcp(ebpf, btf).map_err(|e| format!("{e:#}")),
+                Ok(()) => load_tcp(ebpf).map_err(|e| format!("{e:#}")),
                 Err(why) => Err(why.clone()),
             };
             if let Err(e) = &neigh {
@@ -186,8 +186,11 @@ fn tcp_fields(offsets: &Offsets) -> Result<()> {
     Ok(())
 }
 
-fn load_tcp(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    tcp_prog(ebpf)?.load("tcp", btf)?;
+/// The iterator is typed by BTF; the loader dropped its parse after
+/// attaching, so this one lives only for the load.
+fn load_tcp(ebpf: &mut Ebpf) -> Result<()> {
+    let btf = Btf::from_sys_fs().context("parsing kernel BTF for iter/tcp")?;
+    tcp_prog(ebpf)?.load("tcp", &btf)?;
     Ok(())
 }
 

@@ -196,6 +196,14 @@ impl Session {
         )
     }
 
+    /// Symbolises a stack as soon as its event arrives; the resolver keeps
+    /// the names. Done later (at report time) a module's init code may be
+    /// gone from /proc/kallsyms and its address reused, e.g. by a BPF
+    /// program loaded since, and the frame would be named wrongly.
+    fn warm_stack(&mut self, id: i32) {
+        let _ = self.stack(id);
+    }
+
     fn stack(&mut self, id: i32) -> Vec<String> {
         match (&mut self.resolver, id >= 0) {
             (Some(r), true) => r.0.frames(id),
@@ -700,11 +708,14 @@ impl Session {
                         (Some(r), true) => r.0.call_path(h.stack_id),
                         _ => CallPath::from([]),
                     };
+                    // Named now, while the code is there (see warm_stack).
+                    self.warm_stack(h.stack_id);
                     self.exact.on_hit(&h, path);
                 }
                 None
             }
             Event::ObjHold(e) => {
+                self.warm_stack(e.stack_id);
                 self.ledger.on_hold(&e);
                 None
             }

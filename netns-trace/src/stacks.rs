@@ -142,6 +142,7 @@ impl StackResolver {
         let Some(ips) = self.addresses(id) else {
             return CallPath::from([]);
         };
+        self.reload_if_unknown(&ips);
         let path: CallPath = ips
             .iter()
             .map(|&ip| self.symbols.lookup(ip).map_or(ip, |(_, off, _)| ip - off))
@@ -164,7 +165,6 @@ impl StackResolver {
             .into_iter()
             .filter(|ip| !is_context_marker(*ip))
             .collect();
-        self.reload_if_unknown(&ips);
         Some(ips)
     }
 
@@ -173,26 +173,33 @@ impl StackResolver {
     /// An address still unknown after a re-read (a trampoline, BPF code)
     /// never triggers another: parsing kallsyms is the loader's most
     /// expensive step.
-    fn reload_if_unknown(&mut self, ips: &[u64]) {
+    /// True when every address is named or known to be unnameable (the
+    /// stack's names are final).
+    fn reload_if_unknown(&mut self, ips: &[u64]) -> bool {
         let unknown: Vec<u64> = ips
             .iter()
             .copied()
             .filter(|ip| self.symbols.lookup(*ip).is_none() && !self.unknowable.contains(ip))
             .collect();
+        if unknown.is_empty() {
+            return true;
+        }
         let may_reload = self
             .reloaded
             .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
-        if !unknown.is_empty() && may_reload {
-            if let Ok(symbols) = crate::read_kallsyms() {
-                self.symbols = symbols;
-            }
-            self.reloaded = Some(Instant::now());
-            self.unknowable.extend(
-                unknown
-                    .into_iter()
-                    .filter(|ip| self.symbols.lookup(*ip).is_none()),
-            );
+        if !may_reload {
+            return false;
         }
+        if let Ok(symbols) = crate::read_kallsyms() {
+            self.symbols = symbols;
+        }
+        self.reloaded = Some(Instant::now());
+        self.unknowable.extend(
+            unknown
+                .into_iter()
+                .filter(|ip| self.symbols.lookup(*ip).is_none()),
+        );
+        true
     }
 
     pub fn resolve(&mut self, id: i32) -> Vec<String> {
@@ -205,13 +212,24 @@ impl StackResolver {
         let Some(ips) = self.addresses(id) else {
             return vec!["(stack no longer in the map)".into()];
         };
+        let settled = self.reload_if_unknown(&ips);
         let frames: Vec<String> = ips
             .iter()
-            .map(|ip| self.symbols.symbolize(*ip))
-            .filter(|f| !is_probe_frame(f))
+            .map(|ip| (ip, self.symbols.symbolize(*ip)))
+            .filter(|(ip, f)| {
+                let probe = is_probe_frame(f);
+                if probe {
+                    log::debug!("stack {id}: {ip:#x} ({f}) left out: attach machinery");
+                }
+                !probe
+            })
+            .map(|(_, f)| f)
             .collect();
-        // Only cache fully resolved stacks: a module may still appear.
-        if !ips.iter().any(|ip| self.symbols.lookup(*ip).is_none()) {
+        // Kept once every frame had its best chance: named, or still
+        // unknown in a table read after the stack was taken. Named again
+        // later, an address freed since (a module's init code) could be
+        // taken for whatever reused it.
+        if settled {
             self.cache.insert(id, frames.clone());
         }
         frames
