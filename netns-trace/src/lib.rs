@@ -15,3 +15,4 @@ pub mod output;
 pub mod plan;
 pub mod report;
 pub mod session;
+pub mod sources;

@@ -186,6 +186,7 @@ mod doctor {
         drop(ebpf); // detach everything
         let plan = &prepared.plan;
         let caps = &prepared.caps;
+        let tracker = netns_trace::sources::tracker_verdict(plan, &offsets, &config);
         let fentry = fentry_verdict(plan);
         let full = plan.full_tracer_possible() && missing.is_empty();
         let mut reasons = plan.degraded_reasons();
@@ -207,6 +208,8 @@ mod doctor {
                 "perf_breakpoint": caps.breakpoint,
                 "kallsyms_addresses": caps.kallsyms_addresses,
                 "ref_tracker": caps.ref_tracker,
+                "ref_tracker_used": tracker.is_ok(),
+                "ref_tracker_reason": tracker.as_ref().err(),
                 "exact": exact.is_ok(),
                 "exact_reason": exact.as_ref().err(),
                 "self_reference_baseline": caps.free_refcnt(),
@@ -231,11 +234,7 @@ mod doctor {
             println!("kallsyms addrs  {}", yn(caps.kallsyms_addresses));
             println!(
                 "ref_tracker     {}",
-                if caps.ref_tracker {
-                    "built in (debug kernel); not read by netns-trace: --exact counts with watchpoints"
-                } else {
-                    "no (CONFIG_NET_DEV_REFCNT_TRACKER off): --exact counts with watchpoints"
-                }
+                tracker_line(caps.ref_tracker, &tracker)
             );
             match &exact {
                 Ok(()) => println!(
@@ -268,6 +267,22 @@ mod doctor {
         } else {
             ExitCode::from(3)
         })
+    }
+
+    /// Whether exact counting goes through the kernel's ref_tracker.
+    fn tracker_line(built_in: bool, verdict: &Result<(), String>) -> String {
+        match (built_in, verdict) {
+            (_, Ok(())) => "yes, read by netns-trace: every new loopback device is counted \
+                 exactly through ref_tracker_alloc/free (no debug registers); watchpoints \
+                 only for devices found stuck that predate the tracer"
+                .into(),
+            (true, Err(why)) => {
+                format!("built in but not read ({why}): --exact counts with watchpoints")
+            }
+            (false, Err(_)) => {
+                "no (CONFIG_NET_DEV_REFCNT_TRACKER off): --exact counts with watchpoints".into()
+            }
+        }
     }
 
     /// "yes", or the kernel's refusal (first fentry/fexit error seen).
