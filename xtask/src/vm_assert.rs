@@ -356,7 +356,9 @@ pub fn check_exact_churn(run: &Run, budget: usize) -> Result<String, String> {
 /// count minus the device's own, and the outstanding hold is attributed to
 /// a call site whose stack goes through the module (`hold`, a bare
 /// dev_hold nobody else can name) or the neighbour creation path (`neigh`).
-pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
+/// `source`: what must have counted (`watchpoints`, or `ref_tracker` on
+/// the kernel built with CONFIG_NET_DEV_REFCNT_TRACKER).
+pub fn check_exact(run: &Run, mode: &str, source: &str) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
     let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
@@ -367,9 +369,10 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         .of_type("watch")
         .find(|v| v["netns"].as_u64() == Some(inode))
         .ok_or("no watch record for the namespace's lo")?;
-    if watch["state"] != "armed" {
-        return Err(format!("watchpoints not armed: {watch}"));
+    if watch["state"] != "armed" || watch["source"] != source {
+        return Err(format!("lo not counted by {source}: {watch}"));
     }
+    check_sources_announced(run, source)?;
     let waits: Vec<&Value> = run
         .of_type("dev_wait")
         .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
@@ -377,6 +380,9 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
     let first = waits.first().ok_or("no dev_wait for lo")?;
     for w in &waits {
         let out = w["exact"]["outstanding"].as_i64();
+        if w["exact"]["source"] != source {
+            return Err(format!("exact not from {source}: {}", w["exact"]));
+        }
         if out != Some(n - 1) {
             return Err(format!(
                 "exact outstanding {:?} != kernel usage count {n} - 1 at {}",
@@ -389,8 +395,18 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         .ok_or("dev_wait has no exact.hold_sites")?;
     let frame = if mode == "neigh" {
         "neigh_create"
+    } else if source == "ref_tracker" {
+        // The tracker sees the dev_hold inside dev_get_by_name, called
+        // from the module's init.
+        "netns_leak_init+"
     } else {
         "[netns_leak]"
+    };
+    // ref_tracker's hold site must name the module's own frame.
+    let module_frame = if source == "ref_tracker" && mode == "hold" {
+        "[netns_leak]"
+    } else {
+        ""
     };
     // Every outstanding reference is either a listed hold or one held
     // since before arming; the one the module leaked is listed first.
@@ -404,8 +420,10 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
     }
     let site = sites.first().filter(|s| {
         s["stack"].as_array().is_some_and(|st| {
-            st.iter()
-                .any(|f| f.as_str().is_some_and(|f| f.contains(frame)))
+            st.iter().any(|f| {
+                f.as_str()
+                    .is_some_and(|f| f.contains(frame) && f.contains(module_frame))
+            })
         })
     });
     let Some(site) = site else {
@@ -426,7 +444,7 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         return Err(format!("last release not through the module: {last}"));
     }
     Ok(format!(
-        "lo of netns {inode}: {} outstanding by watchpoints (kernel usage count {n}), hold site {}",
+        "lo of netns {inode}: {} outstanding by {source} (kernel usage count {n}), hold site {}",
         n - 1,
         site["stack"]
             .as_array()
@@ -557,6 +575,40 @@ pub fn check_late(run: &Run) -> Result<String, String> {
 /// kernel's own usage count, for about as long as the module held it, and
 /// named the holder (or, for a bare dev_hold, left exactly one reference
 /// unattributed).
+/// The attach record names `source` as what counts new loopback devices
+/// (ref_tracker) or devices in general (watchpoints).
+fn check_sources_announced(run: &Run, source: &str) -> Result<(), String> {
+    let attach = run.of_type("attach").next().ok_or("no attach record")?;
+    let x = &attach["exact_sources"];
+    let ok = match source {
+        "ref_tracker" => x["created"] == "ref_tracker" && x["ref_tracker_unused"].is_null(),
+        _ => x["created"] == source,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(format!("attach record does not name {source}: {x}")),
+    }
+}
+
+/// Without `--exact`, on the ref_tracker kernel: the tracker counted the
+/// namespace's lo anyway (no debug registers needed), exactly.
+pub fn check_tracker(run: &Run) -> Result<String, String> {
+    check_sources_announced(run, "ref_tracker")?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let n = *usage_counts(&run.dmesg)
+        .first()
+        .ok_or("kernel never printed 'waiting for lo to become free'")?;
+    let waits = lo_lines(run, "dev_wait", inode);
+    let first = waits.first().ok_or("no dev_wait for lo")?;
+    let x = &first["exact"];
+    if x["source"] != "ref_tracker" || x["outstanding"].as_i64() != Some(n - 1) {
+        return Err(format!(
+            "ref_tracker count is not kernel usage count {n} - 1: {x}"
+        ));
+    }
+    Ok(format!("ref_tracker counted {} outstanding", n - 1))
+}
+
 pub fn check_pinned(run: &Run, expect: Holder) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
