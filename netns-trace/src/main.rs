@@ -171,10 +171,9 @@ mod doctor {
         let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
         // --exact: the kernel's preconditions, then the verifier's word on
         // the two watchpoint programs.
-        let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
+        let watcher = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
             Some(why) => Err(why),
             None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt())
-                .map(|_| ())
                 .map_err(|e| format!("the kernel refused the watchpoint programs: {e:#}")),
         };
         crate::attach::attach_all(
@@ -183,6 +182,9 @@ mod doctor {
             &mut prepared.plan,
             false,
         );
+        // Only now: the watcher owns maps (WATCHED_DEVS) that programs
+        // attached above use; closing them first made those loads fail.
+        let exact = watcher.map(drop);
         drop(ebpf); // detach everything
         let plan = &prepared.plan;
         let caps = &prepared.caps;
