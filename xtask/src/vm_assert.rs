@@ -160,6 +160,25 @@ fn waiting_lines(dmesg: &[String]) -> impl Iterator<Item = (usize, i64)> + '_ {
     })
 }
 
+/// The innermost frame of each stack the kernel's own ref_tracker printed
+/// for lo in the wait loop ("ref_tracker: lo@... has 1/1 users at" and the
+/// frames, `\x0a`-escaped in dmesg), without the `/size` suffix:
+/// `___neigh_create+0x211`.
+pub fn kernel_tracker_frames(dmesg: &[String]) -> Vec<String> {
+    dmesg
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("ref_tracker: lo@")?;
+            let (_, frames) = rest.split_once("users at")?;
+            let frame = frames
+                .split("\\x0a")
+                .map(str::trim)
+                .find(|f| !f.is_empty())?;
+            Some(frame.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
 /// Seconds of a "[  12.345678] message" dmesg line.
 fn dmesg_time(line: &str) -> Option<f64> {
     let rest = line.trim_start().strip_prefix('[')?;
@@ -429,6 +448,9 @@ pub fn check_exact(run: &Run, mode: &str, source: &str) -> Result<String, String
     let Some(site) = site else {
         return Err(format!("first hold site is not through {frame}: {sites:?}"));
     };
+    if source == "ref_tracker" {
+        check_kernel_tracker_agrees(run, site)?;
+    }
     // When the module lets go, the released device's ledger is empty.
     let released = run
         .of_type("dev_released")
@@ -590,6 +612,21 @@ fn check_sources_announced(run: &Run, source: &str) -> Result<(), String> {
     }
 }
 
+/// A tracked hold: the kernel's own tracker printed where it was taken
+/// (wait loop); the tracer's hold `site` (from ref_tracker_alloc) must name
+/// the same call.
+fn check_kernel_tracker_agrees(run: &Run, site: &Value) -> Result<(), String> {
+    for kernel in kernel_tracker_frames(&run.dmesg) {
+        if !site["stack"].to_string().contains(&format!("\"{kernel}\"")) {
+            return Err(format!(
+                "the kernel's ref_tracker names {kernel}, the tracer's hold site does not: {}",
+                site["stack"]
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Without `--exact`, on the ref_tracker kernel: the tracker counted the
 /// namespace's lo anyway (no debug registers needed), exactly.
 pub fn check_tracker(run: &Run) -> Result<String, String> {
@@ -606,7 +643,17 @@ pub fn check_tracker(run: &Run) -> Result<String, String> {
             "ref_tracker count is not kernel usage count {n} - 1: {x}"
         ));
     }
-    Ok(format!("ref_tracker counted {} outstanding", n - 1))
+    let site = &x["hold_sites"][0];
+    if site.is_null() {
+        return Err(format!("ref_tracker lists no hold site: {x}"));
+    }
+    check_kernel_tracker_agrees(run, site)?;
+    let frames = kernel_tracker_frames(&run.dmesg);
+    Ok(format!(
+        "ref_tracker counted {} outstanding, hold site agrees with the kernel's tracker ({})",
+        n - 1,
+        frames.first().map_or("none printed", String::as_str)
+    ))
 }
 
 pub fn check_pinned(run: &Run, expect: Holder) -> Result<String, String> {
@@ -1289,6 +1336,17 @@ mod tests {
         assert_eq!(tcpsock_tuples(&t), [(40000, 35000), (35000, 40000)]);
         assert_eq!(dmesg_time("[   12.500000] x"), Some(12.5));
         assert_eq!(dmesg_time("no time"), None);
+    }
+
+    #[test]
+    fn kernel_tracker_stacks_from_dmesg() {
+        let lines = [
+            "[    3.460816] ref_tracker: lo@000000000f617215 has 1/1 users at\\x0a     ___neigh_create+0x211/0x980\\x0a     __neigh_create+0x9/0x30\\x0a".to_string(),
+            "[    4.487202] unregister_netdevice: waiting for lo to become free. Usage count = 2".to_string(),
+            "[    4.5] ref_tracker: eth0@00000000aa has 1/1 users at\\x0a     foo+0x1/0x2\\x0a".to_string(),
+        ];
+        assert_eq!(kernel_tracker_frames(&lines), ["___neigh_create+0x211"]);
+        assert!(kernel_tracker_frames(&lines[1..]).is_empty());
     }
 
     #[test]
