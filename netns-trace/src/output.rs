@@ -1169,9 +1169,11 @@ pub fn human(rec: &Record) -> String {
         ),
         Record::Attach(r) => {
             let x = &r.exact_sources;
+            let say = |s: &'static str| if s == "off" { "not counted" } else { s };
             let mut sources = format!(
-                "exact counting: new loopback devices by {}, devices found stuck by {}",
-                x.created, x.stuck
+                "exact counting: new loopback devices: {}; devices found stuck: {}",
+                say(x.created),
+                say(x.stuck)
             );
             if let Some(why) = &x.ref_tracker_unused {
                 sources += &format!(" (ref_tracker not used: {})", escape(why));
@@ -1876,7 +1878,7 @@ mod tests {
             human(&rec),
             "HOOK         SYMBOL       STATUS  METHOD  NOTE\n\
              copy_net_ns  copy_net_ns  found   -       no kprobe support\n\
-             exact counting: new loopback devices by watchpoints, devices found stuck by watchpoints (ref_tracker not used: ref_tracker_alloc: not in kallsyms)\n\
+             exact counting: new loopback devices: watchpoints; devices found stuck: watchpoints (ref_tracker not used: ref_tracker_alloc: not in kallsyms)\n\
              attached in 42 ms; DEGRADED:\n  \
              - copy_net_ns: no kprobe support; using unshare instead"
         );

@@ -692,13 +692,17 @@ impl Plan {
     /// Why the tracker is not used, if it is not (one sentence), after the
     /// attach outcomes are recorded.
     pub fn tracker_unused(&self) -> Option<String> {
-        let mut why = Vec::new();
+        let mut why: Vec<(&str, String)> = Vec::new();
         for name in TRACKER_HOOKS {
             let Some(h) = self.hook(name) else { continue };
             if h.chosen().is_some() {
                 continue;
             }
             let reason = match (&h.skip, h.outcomes.is_empty()) {
+                // Every stock kernel: say it once, plainly.
+                (Some(_), _) if h.status == SymbolStatus::Absent => {
+                    "not in this kernel (CONFIG_NET_DEV_REFCNT_TRACKER off)".into()
+                }
                 (Some(skip), _) => skip.clone(),
                 (None, true) => "not attached".into(),
                 // lib/ is compiled without ftrace: no fentry site, and kprobe
@@ -710,9 +714,14 @@ impl Plan {
                 }
                 (None, false) => "attach failed".into(),
             };
-            why.push(format!("{name}: {reason}"));
+            why.push((name, reason));
         }
-        (!why.is_empty()).then(|| why.join("; "))
+        // One sentence when the hooks share their reason (the usual case).
+        if why.len() == TRACKER_HOOKS.len() && why.iter().all(|(_, r)| *r == why[0].1) {
+            return Some(format!("{}: {}", TRACKER_HOOKS.join(", "), why[0].1));
+        }
+        let parts: Vec<String> = why.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Fallback hooks whose core hook has no method (call after the core
@@ -1233,7 +1242,10 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         }
         let why = plan.tracker_unused().unwrap();
         assert!(
-            why.starts_with("ref_tracker_alloc: notrace (lib/ is built without ftrace)"),
+            why.starts_with(
+                "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: notrace \
+                 (lib/ is built without ftrace)"
+            ),
             "{why}"
         );
         assert!(why.contains("CONFIG_KPROBE_EVENTS_ON_NOTRACE=y"), "{why}");
@@ -1247,17 +1259,17 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         assert_eq!(plan.optional().count(), 0);
         assert_eq!(
             plan.tracker_unused().unwrap(),
-            "ref_tracker_alloc: no fentry or kprobe support; \
-             ref_tracker_free: no fentry or kprobe support; \
-             ref_tracker_dir_exit: no fentry or kprobe support"
+            "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: \
+             no fentry or kprobe support"
         );
         // Debian kernels: absent, and nothing degrades for it.
         let (s, t) = debian();
         let plan = Plan::new(ALL, &s, Some(&t));
-        assert!(plan
-            .tracker_unused()
-            .unwrap()
-            .starts_with("ref_tracker_alloc: not in kallsyms (optional: nothing degrades)"));
+        assert_eq!(
+            plan.tracker_unused().unwrap(),
+            "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: \
+             not in this kernel (CONFIG_NET_DEV_REFCNT_TRACKER off)"
+        );
         assert!(plan.full_tracer_possible());
     }
 
