@@ -121,10 +121,46 @@ pub fn header(kind: u32) -> Header {
     }
 }
 
-/// Writes an event to the ring buffer; a full buffer is a counted drop.
+/// `bpf_ringbuf_output` flags (uapi `BPF_RB_*`).
+const RB_NO_WAKEUP: u64 = 1;
+const RB_FORCE_WAKEUP: u64 = 2;
+/// `bpf_ringbuf_query`: bytes written and not yet consumed.
+const RB_AVAIL_DATA: u64 = 0;
+/// A quarter of the ring: past this, a routine event wakes the reader too.
+const WAKE_AT_BYTES: u64 = 256 << 10;
+
+/// Flags for a routine event: no wakeup (the reader collects events every
+/// poll interval, so a namespace's dozen events cost one wakeup of the
+/// loader between them, not a dozen), unless the ring is filling up.
+#[inline(always)]
+pub fn lazy_wakeup() -> u64 {
+    if EVENTS.query(RB_AVAIL_DATA) >= WAKE_AT_BYTES {
+        RB_FORCE_WAKEUP
+    } else {
+        RB_NO_WAKEUP
+    }
+}
+
+/// Flags for an event the reader must act on now (a stuck device, a
+/// watchpoint to arm): wake it even though older events are unread.
+pub const URGENT: u64 = RB_FORCE_WAKEUP;
+
+/// Writes a routine event to the ring buffer; a full buffer is a counted
+/// drop.
 #[inline(always)]
 pub fn emit<T: 'static>(event: &T) {
-    if EVENTS.output::<T>(event, 0).is_err() {
+    emit_with(event, lazy_wakeup());
+}
+
+/// Writes an event and wakes the reader at once.
+#[inline(always)]
+pub fn emit_urgent<T: 'static>(event: &T) {
+    emit_with(event, URGENT);
+}
+
+#[inline(always)]
+fn emit_with<T: 'static>(event: &T, flags: u64) {
+    if EVENTS.output::<T>(event, flags).is_err() {
         count(stat::RINGBUF_DROPS);
     }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use netns_trace_common::{kind, stat, BlockedTask, Header, BLOCKED_FRAMES};
 
 use crate::{
-    kread::{count, off, read},
+    kread::{count, lazy_wakeup, off, read},
     maps::EVENTS,
 };
 
@@ -66,6 +66,6 @@ fn report(task: *mut task_struct) -> Result<(), crate::kread::Counted> {
         );
         (*e).nr = if bytes > 0 { (bytes / 8) as u32 } else { 0 };
     }
-    entry.submit(0);
+    entry.submit(lazy_wakeup());
     Ok(())
 }

@@ -10,8 +10,8 @@ use netns_trace_common::{dev_wait_flags, kind, stat, watch_why, DevWait, NAME_LE
 
 use crate::{
     kread::{
-        count, emit, enter, header, leave, net_inum, netns_in_scope, now, off, pid_tgid, read,
-        setting, Counted,
+        count, emit_urgent, enter, header, leave, net_inum, netns_in_scope, now, off, pid_tgid,
+        read, setting, Counted,
     },
     maps::{DevState, REFCNT_READ_CALLS, RUN_TODO_CALLS, WAITING_DEVS},
 };
@@ -87,7 +87,8 @@ fn emit_dev(
     if !netns_in_scope(inum) {
         return Ok(());
     }
-    emit(&DevWait {
+    // A device in the wait loop starts the incident view: no batching delay.
+    emit_urgent(&DevWait {
         hdr: header(kind::DEV_WAIT),
         dev,
         net,

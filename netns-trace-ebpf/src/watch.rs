@@ -7,7 +7,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    macros::perf_event,
+    macros::{map, perf_event},
+    maps::Array,
     programs::{tracing::StackIdContext, PerfEventContext},
 };
 use netns_trace_common::{
@@ -15,7 +16,7 @@ use netns_trace_common::{
 };
 
 use crate::{
-    kread::{count, emit, header, net_inum, off, read, setting, Counted},
+    kread::{count, emit, header, lazy_wakeup, net_inum, off, read, setting, Counted, URGENT},
     maps::{EVENTS, STACKS, WAITING_DEVS, WATCHED_DEVS, WATCH_PREV, WATCH_SEED},
 };
 
@@ -82,7 +83,9 @@ fn counters(dev: u64, why: u32) -> Result<(), Counted> {
             (*target).addrs[cpu] = addr;
         }
     }
-    entry.submit(0);
+    // Holds taken before the watchpoints exist are only in the seed sum:
+    // arm as soon as possible.
+    entry.submit(URGENT);
     Ok(())
 }
 
@@ -207,7 +210,7 @@ pub fn watch_hit(ctx: PerfEventContext) -> u32 {
     // CPU cannot be inside it: no refcount write happens there), so try a
     // few times; a full ring still fails every time and is counted.
     for _ in 0..OUTPUT_TRIES {
-        if EVENTS.output::<WatchHit>(&hit, 0).is_ok() {
+        if EVENTS.output::<WatchHit>(&hit, lazy_wakeup()).is_ok() {
             return 0;
         }
     }
@@ -217,3 +220,33 @@ pub fn watch_hit(ctx: PerfEventContext) -> u32 {
 
 /// Attempts at writing one hit to the ring buffer (see `watch_hit`).
 const OUTPUT_TRIES: u32 = 16;
+
+/// Kernel text bytes before a breakpoint sample's IP (`watch_text`).
+pub const TEXT_LEN: usize = 16;
+
+/// `watch_text`'s answer: the `TEXT_LEN` bytes it read, read back at once
+/// by the loader.
+#[map]
+pub static WATCH_TEXT: Array<[u8; TEXT_LEN]> = Array::with_max_entries(1, 0);
+
+/// Run by the loader (BPF_PROG_TEST_RUN), never attached, when the
+/// watchpoints are read from the perf ring instead of by `watch_hit`: a
+/// sample carries no counter value, so the loader decodes the writing
+/// instruction (`dev_hold` is an increment, `dev_put` a decrement), which
+/// ends at the sample's IP. Reads the `TEXT_LEN` bytes before argument 0
+/// into WATCH_TEXT. Returns 0, or 1 when the kernel read failed.
+///
+/// Written without `#[raw_tracepoint]` (see `watch_seed`).
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp/netns_trace_watch_text")]
+pub fn watch_text(ctx: *mut c_void) -> i32 {
+    let ip = unsafe { *(ctx as *const u64) };
+    let Ok(bytes) = read::<[u8; TEXT_LEN]>(ip.wrapping_sub(TEXT_LEN as u64), 0) else {
+        return 1;
+    };
+    let Some(out) = WATCH_TEXT.get_ptr_mut(0) else {
+        return 1;
+    };
+    unsafe { *out = bytes };
+    0
+}

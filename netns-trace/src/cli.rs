@@ -191,6 +191,15 @@ pub struct CommonArgs {
     /// the unregister wait loop is watched, so its release is caught).
     #[arg(long)]
     pub no_watchpoints: bool,
+    /// Have the kernel count the run time of the tracer's own BPF programs
+    /// (BPF_ENABLE_STATS, while the tracer runs) and list them in the
+    /// summary: what tracing costs in the kernel, per hook.
+    #[arg(long)]
+    pub bpf_stats: bool,
+    /// Read the watchpoint samples from the perf ring in userspace even
+    /// where the kernel runs BPF on breakpoint events (tests the fallback).
+    #[arg(long, hide = true)]
+    pub watch_via_perf_ring: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +263,9 @@ pub struct TraceOptions {
     pub dry_run: bool,
     pub exact: bool,
     pub no_watchpoints: bool,
+    pub bpf_stats: bool,
+    /// Watchpoints read from the perf ring, never by BPF (hidden flag).
+    pub watch_via_perf_ring: bool,
     pub metrics_addr: Option<SocketAddr>,
     pub color: ColorChoice,
     /// `--pid-of-dockerd`: the dockerd found (also in `pids`).
@@ -331,6 +343,8 @@ impl Cli {
                         docker_socket: "/var/run/docker.sock".into(),
                         exact: r.common.exact,
                         no_watchpoints: r.common.no_watchpoints,
+                        bpf_stats: r.common.bpf_stats,
+                        watch_via_perf_ring: r.common.watch_via_perf_ring,
                         metrics_addr: r.common.metrics_addr,
                         color: self.color,
                     },
@@ -374,6 +388,8 @@ impl Cli {
             dry_run: t.dry_run,
             exact: t.common.exact,
             no_watchpoints: t.common.no_watchpoints,
+            bpf_stats: t.common.bpf_stats,
+            watch_via_perf_ring: t.common.watch_via_perf_ring,
             metrics_addr: t.common.metrics_addr,
             color: self.color,
             dockerd,
@@ -564,6 +580,8 @@ mod tests {
                 dry_run: false,
                 exact: false,
                 no_watchpoints: false,
+                bpf_stats: false,
+                watch_via_perf_ring: false,
                 metrics_addr: None,
                 color: ColorChoice::Auto,
                 dockerd: None,

@@ -58,11 +58,26 @@ impl Site {
 pub enum Armed {
     /// Watching every CPU's counter; `seed` holds their values read right
     /// after arming (kernel monotonic time `at_ns`).
-    Now { seed: Vec<i32>, at_ns: u64 },
+    Now {
+        seed: Vec<i32>,
+        at_ns: u64,
+        via: Via,
+    },
     /// Already watched (now marked stuck if the request said waiting).
     Already,
     /// Not watched, and why.
     Refused(String),
+}
+
+/// How a device's watchpoint hits reach the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Via {
+    /// `watch_hit` on each hit: the counter's value gives the sign.
+    Bpf,
+    /// The breakpoint samples, read from the perf ring in userspace (the
+    /// kernel refused BPF on breakpoint events, or it was asked for): the
+    /// writing instruction gives the sign. Why, in one sentence.
+    PerfRing(String),
 }
 
 /// A device whose watchpoints were closed to make room for a stuck one.
@@ -123,8 +138,11 @@ struct Watched {
     pre_arm_left: i64,
     /// Holds since the seed not paired with a release, oldest first.
     holds: Vec<Hold>,
-    /// Writes whose sign is unknown (between arming and the seed).
+    /// Writes whose sign is unknown (between arming and the seed, or an
+    /// instruction that could not be decoded).
     unknown: u32,
+    /// Writes the perf ring had no room for (PERF_RECORD_LOST).
+    lost: u64,
     /// Releases with nothing to pair with (a hold was missed).
     unpaired_releases: u32,
     /// The most recent release (who let go last).
@@ -144,6 +162,8 @@ pub struct ExactReport {
     /// Outstanding holds grouped by stack, most first, then most recent.
     pub hold_sites: Vec<Site>,
     pub unknown_writes: u32,
+    /// Writes lost before they were read (perf ring only).
+    pub lost_writes: u64,
     pub unpaired_releases: u32,
     /// The most recent release (`holds` is 1).
     pub last_release: Option<Site>,
@@ -318,6 +338,17 @@ impl ExactLedger {
         self.devices.get(&dev).map(|w| w.source)
     }
 
+    /// `n` writes to this counter were lost (the perf ring overflowed):
+    /// the outstanding count is no longer exact, and says so.
+    pub fn on_lost(&mut self, addr: u64, n: u64) {
+        let Some(dev) = self.by_addr.get(&addr) else {
+            return;
+        };
+        if let Some(w) = self.devices.get_mut(dev) {
+            w.lost += n;
+        }
+    }
+
     pub fn is_watched(&self, dev: u64) -> bool {
         self.devices.contains_key(&dev)
     }
@@ -354,6 +385,7 @@ impl ExactLedger {
             pre_arm_left: w.pre_arm_left,
             hold_sites,
             unknown_writes: w.unknown,
+            lost_writes: w.lost,
             unpaired_releases: w.unpaired_releases,
             last_release: w.last_release.clone(),
         })
@@ -656,5 +688,14 @@ mod tests {
         l.on_hit(&hit(0x1100, 1, 5, 7, 1), path(&[1]));
         assert!(l.report(0x100).is_none());
         assert!(!l.is_watched(0x100) && !l.watches_addr(0x1100));
+    }
+
+    #[test]
+    fn lost_writes_are_counted_per_device() {
+        let mut l = watched(1, &[1, 0]);
+        l.on_lost(0x1100, 3);
+        l.on_lost(0x2100, 2);
+        l.on_lost(0x9999, 7); // not a watched counter
+        assert_eq!(l.report(0x100).unwrap().lost_writes, 5);
     }
 }

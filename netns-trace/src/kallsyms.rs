@@ -3,18 +3,25 @@
 //! Pure text parsing: the loader reads the files, this module answers
 //! "does this function exist, is it traceable, what is at this address".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use crate::names::{Arena, NameIndex, Span};
 
 /// Suffixes GCC/Clang give to specialised copies of a function. A symbol
 /// that exists only as such a copy was inlined or rewritten: its arguments
 /// (and return value) may not follow the source signature.
 const CLONE_TAGS: &[&str] = &["isra", "constprop", "part", "cold", "llvm", "lto_priv"];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Sym::module` of a symbol of the kernel image.
+const NO_MODULE: u16 = u16::MAX;
+
+/// 24 bytes per symbol; the name lives in the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Sym {
     addr: u64,
-    name: String,
-    module: Option<String>,
+    name: Span,
+    module: u16,
     text: bool,
 }
 
@@ -23,8 +30,10 @@ struct Sym {
 pub struct Symbols {
     /// Every symbol, sorted by address (stable: file order among equals).
     sorted: Vec<Sym>,
+    names: Arena,
+    modules: Vec<String>,
     /// Text symbol name -> index of its first occurrence in `sorted`.
-    functions: HashMap<String, usize>,
+    functions: NameIndex,
     /// Base name -> names of its compiler clones (`foo` -> `foo.isra.0`).
     clones: HashMap<String, Vec<String>>,
     hidden: bool,
@@ -46,52 +55,124 @@ pub fn is_cold_only(name: &str) -> bool {
     name.ends_with(".cold") || name.contains(".cold.")
 }
 
-impl Symbols {
-    /// Parse kallsyms text: `ffffffff81000000 T _stext` or
-    /// `ffffffffc0a01000 t foo\t[mod]`. Malformed lines are skipped.
-    pub fn parse(text: &str) -> Self {
-        let mut sorted = Vec::new();
-        let mut any_nonzero = false;
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            let module = it
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-            any_nonzero |= addr != 0;
-            let text = matches!(ty, "t" | "T" | "w" | "W");
-            sorted.push(Sym {
-                addr,
-                name: name.to_string(),
-                module,
-                text,
-            });
+/// Symbols as they are read, before sorting and indexing.
+#[derive(Default)]
+struct Builder {
+    syms: Vec<Sym>,
+    names: Arena,
+    modules: Vec<String>,
+    module_ids: HashMap<String, u16>,
+    any_nonzero: bool,
+}
+
+impl Builder {
+    /// `ffffffff81000000 T _stext` or `ffffffffc0a01000 t foo\t[mod]`;
+    /// malformed lines are skipped.
+    fn line(&mut self, line: &str) {
+        let mut it = line.split_whitespace();
+        let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        let module = match it.next() {
+            None => NO_MODULE,
+            Some(m) => self.module_id(m.trim_start_matches('[').trim_end_matches(']')),
+        };
+        self.any_nonzero |= addr != 0;
+        let name = self.names.push(name);
+        self.syms.push(Sym {
+            addr,
+            name,
+            module,
+            text: matches!(ty, "t" | "T" | "w" | "W"),
+        });
+    }
+
+    fn module_id(&mut self, m: &str) -> u16 {
+        if let Some(&id) = self.module_ids.get(m) {
+            return id;
         }
-        sorted.sort_by_key(|s| s.addr);
-        let mut functions = HashMap::new();
+        // More modules than ids: the rest read as the kernel's own.
+        let Ok(id) = u16::try_from(self.modules.len()) else {
+            return NO_MODULE;
+        };
+        if id == NO_MODULE {
+            return NO_MODULE;
+        }
+        self.modules.push(m.to_string());
+        self.module_ids.insert(m.to_string(), id);
+        id
+    }
+
+    fn finish(self) -> Symbols {
+        let Builder {
+            mut syms,
+            mut names,
+            modules,
+            any_nonzero,
+            ..
+        } = self;
+        syms.sort_by_key(|s| s.addr);
+        syms.shrink_to_fit();
+        names.shrink_to_fit();
+        let mut functions = NameIndex::with_capacity(syms.iter().filter(|s| s.text).count());
         let mut clones: HashMap<String, Vec<String>> = HashMap::new();
-        for (i, s) in sorted.iter().enumerate().filter(|(_, s)| s.text) {
-            functions.entry(s.name.clone()).or_insert(i);
-            if let Some(base) = clone_base(&s.name) {
+        for (i, s) in syms.iter().enumerate().filter(|(_, s)| s.text) {
+            let name = names.get(s.name);
+            functions.insert(i as u32, name, |e| names.get(syms[e as usize].name));
+            if let Some(base) = clone_base(name) {
                 let v = clones.entry(base.to_string()).or_default();
-                if !v.contains(&s.name) {
-                    v.push(s.name.clone());
+                if !v.iter().any(|c| c == name) {
+                    v.push(name.to_string());
                 }
             }
         }
         // kptr_restrict (or no CAP_SYSLOG) shows every address as zero.
-        let hidden = !sorted.is_empty() && !any_nonzero;
+        let hidden = !syms.is_empty() && !any_nonzero;
         Symbols {
-            sorted,
+            sorted: syms,
+            names,
+            modules,
             functions,
             clones,
             hidden,
         }
+    }
+}
+
+impl Symbols {
+    /// Parse kallsyms text: `ffffffff81000000 T _stext` or
+    /// `ffffffffc0a01000 t foo\t[mod]`. Malformed lines are skipped.
+    pub fn parse(text: &str) -> Self {
+        let mut b = Builder::default();
+        text.lines().for_each(|l| b.line(l));
+        b.finish()
+    }
+
+    /// Parse kallsyms line by line from `r` (e.g. /proc/kallsyms): the
+    /// file (several MB) is never held whole.
+    pub fn read(mut r: impl BufRead) -> std::io::Result<Self> {
+        let mut b = Builder::default();
+        // One buffer for every line: no allocation per symbol.
+        let mut line = String::with_capacity(256);
+        while r.read_line(&mut line)? > 0 {
+            b.line(&line);
+            line.clear();
+        }
+        Ok(b.finish())
+    }
+
+    fn name(&self, s: &Sym) -> &str {
+        self.names.get(s.name)
+    }
+
+    fn function(&self, name: &str) -> Option<&Sym> {
+        let i = self
+            .functions
+            .find(name, |e| self.names.get(self.sorted[e as usize].name))?;
+        Some(&self.sorted[i as usize])
     }
 
     /// Number of symbols parsed (all types).
@@ -110,12 +191,12 @@ impl Symbols {
 
     /// A text (function) symbol with exactly this name exists.
     pub fn contains_function(&self, name: &str) -> bool {
-        self.functions.contains_key(name)
+        self.function(name).is_some()
     }
 
     /// Any symbol (text or data) with exactly this name exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.functions.contains_key(name) || self.sorted.iter().any(|s| s.name == name)
+        self.contains_function(name) || self.sorted.iter().any(|s| self.name(s) == name)
     }
 
     /// Address of the function `name` (first if duplicated); `None` if
@@ -124,7 +205,7 @@ impl Symbols {
         if self.hidden {
             return None;
         }
-        self.functions.get(name).map(|&i| self.sorted[i].addr)
+        self.function(name).map(|s| s.addr)
     }
 
     /// Address of any symbol (data included), e.g. `__per_cpu_offset`.
@@ -132,7 +213,10 @@ impl Symbols {
         if self.hidden {
             return None;
         }
-        self.sorted.iter().find(|s| s.name == name).map(|s| s.addr)
+        self.sorted
+            .iter()
+            .find(|s| self.name(s) == name)
+            .map(|s| s.addr)
     }
 
     /// Compiler clones of `base` (`foo.isra.0`, ...), in address order.
@@ -160,7 +244,8 @@ impl Symbols {
         if addr - s.addr >= MAX_FUNCTION_LEN {
             return None;
         }
-        Some((s.name.as_str(), addr - s.addr, s.module.as_deref()))
+        let module = self.modules.get(s.module as usize).map(String::as_str);
+        Some((self.name(s), addr - s.addr, module))
     }
 
     /// `func+0x1a`, `func+0x1a [mod]`, or `0xffffffff81234567` if unknown.
@@ -187,30 +272,47 @@ pub fn is_context_marker(ip: u64) -> bool {
 /// `notrace` (kprobes may still work).
 #[derive(Debug, Default, Clone)]
 pub struct FilterFunctions {
-    names: HashSet<String>,
+    names: Arena,
+    spans: Vec<Span>,
+    index: NameIndex,
 }
 
 impl FilterFunctions {
     /// One name per line, optionally followed by ` [module]`.
     pub fn parse(text: &str) -> Self {
-        let names = text
+        let mut names = Arena::default();
+        let mut spans: Vec<Span> = text
             .lines()
             .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
+            .map(|n| names.push(n))
             .collect();
-        FilterFunctions { names }
+        let mut index = NameIndex::with_capacity(spans.len());
+        let mut kept = Vec::with_capacity(spans.len());
+        for span in spans.drain(..) {
+            let id = kept.len() as u32;
+            if index.insert(id, names.get(span), |e| names.get(kept[e as usize])) {
+                kept.push(span);
+            }
+        }
+        FilterFunctions {
+            names,
+            spans: kept,
+            index,
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.index
+            .find(name, |e| self.names.get(self.spans[e as usize]))
+            .is_some()
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.spans.is_empty()
     }
 }
 
@@ -320,6 +422,18 @@ ffffffffc0a01000 t foo_init\t[foo]
         assert!(f.contains("copy_net_ns"));
         assert!(f.contains("foo_init"));
         assert!(!f.contains("__put_net"));
+    }
+
+    #[test]
+    fn read_matches_parse() {
+        let read = Symbols::read(SAMPLE.as_bytes()).unwrap();
+        let parsed = Symbols::parse(SAMPLE);
+        assert_eq!(read.len(), parsed.len());
+        assert_eq!(
+            read.lookup(0xffffffffc0a01010),
+            parsed.lookup(0xffffffffc0a01010)
+        );
+        assert_eq!(read.address_of("cleanup_net"), Some(0xffffffff81001400));
     }
 
     #[test]

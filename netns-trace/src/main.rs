@@ -3,6 +3,7 @@
 //! This file wires the pure library (`netns_trace::*`) to the kernel-facing
 //! parts (`probes`, `attach`, `trace`).
 mod attach;
+mod bpfstats;
 mod docker;
 mod probes;
 mod scan;
@@ -12,6 +13,7 @@ mod tasks;
 mod testrun;
 mod trace;
 mod watch;
+mod watch_ring;
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
@@ -80,22 +82,30 @@ pub struct Prepared {
     pub btf_offsets: (netns_trace_common::Offsets, Vec<String>),
     /// TCP state names from the kernel's enum.
     pub tcp_states: std::collections::HashMap<u8, String>,
-    /// The one parse of the kernel BTF that aya uses (loader and attach).
+    /// aya's parse of the kernel BTF for attaching (fentry, tp_btf,
+    /// iterators): empty until `trace::load_programs` fills it.
     pub aya_btf: aya::Btf,
     pub plan: Plan,
 }
 
 /// Checks privileges, mounts tracefs if needed, reads kallsyms and BTF, and
 /// plans the attach. Every refusal is one sentence.
+/// /proc/kallsyms, parsed as it is read.
+pub fn read_kallsyms() -> Result<Symbols> {
+    let file = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    Symbols::read(std::io::BufReader::with_capacity(1 << 16, file))
+        .context("reading /proc/kallsyms")
+}
+
 pub fn prepare() -> Result<Prepared> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
     }
+    let t0 = std::time::Instant::now();
     let tracefs = tracefs::ensure_mounted();
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-    let caps = KernelCaps::probe(tracefs.clone(), &kallsyms);
-    let symbols = Symbols::parse(&kallsyms);
-    drop(kallsyms);
+    let symbols = read_kallsyms()?;
+    let caps = KernelCaps::probe(tracefs.clone(), &symbols);
+    log::debug!("prepare: kallsyms read and parsed at {:?}", t0.elapsed());
     if !caps.btf {
         bail!(
             "this kernel ({}) has no BTF ({} is missing): netns-trace needs CONFIG_DEBUG_INFO_BTF to read kernel structures",
@@ -112,7 +122,10 @@ pub fn prepare() -> Result<Prepared> {
         let btf = btf::load_vmlinux()?;
         (btf::resolve_offsets(&btf), btf::tcp_state_names(&btf))
     };
-    let aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    log::debug!("prepare: offsets read from BTF at {:?}", t0.elapsed());
+    // aya's own parse comes later (trace::load_programs), so it never
+    // overlaps the loader's.
+    let aya_btf = aya::Btf::new();
     let traceable = tracefs
         .as_ref()
         .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())
@@ -162,18 +175,20 @@ mod doctor {
             dry_run: false,
             exact: false,
             no_watchpoints: false,
+            bpf_stats: false,
+            watch_via_perf_ring: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
             dockerd: None,
             docker_socket: "/var/run/docker.sock".into(),
         };
         let (offsets, config, missing) = settings(&prepared, &no_filter);
-        let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
+        let mut ebpf = load_programs(&offsets, &config, &mut prepared)?;
         // --exact: the kernel's preconditions, then the verifier's word on
         // the two watchpoint programs.
         let watcher = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
             Some(why) => Err(why),
-            None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt())
+            None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt(), false)
                 .map_err(|e| format!("the kernel refused the watchpoint programs: {e:#}")),
         };
         crate::attach::attach_all(

@@ -289,8 +289,11 @@ pub struct ExactRec {
     pub pre_arm_left: i64,
     /// The other outstanding holds, grouped by the stack that took them.
     pub hold_sites: Vec<SiteRec>,
-    /// Writes seen before the counters were read (sign unknown, not counted).
+    /// Writes seen before the counters were read, or (perf ring) whose
+    /// instruction could not be decoded: sign unknown, not counted.
     pub unknown_writes: u32,
+    /// Writes the perf ring lost before they were read (not counted).
+    pub lost_writes: u64,
     /// Releases with no hold to pair with (a hold was missed).
     pub unpaired_releases: u32,
     /// Who let go last: the most recent release (`holds` is 1).
@@ -383,8 +386,16 @@ pub struct TableScan {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum WatchState {
     /// Watching every CPU's counter; `pre_arm` references (besides the
-    /// device's own) were already held and have no stack.
-    Armed { cpus: u32, pre_arm: i64 },
+    /// device's own) were already held and have no stack. `via`: "bpf"
+    /// (a BPF program on each hit) or "perf_ring" (samples read in
+    /// userspace; `reason` says why).
+    Armed {
+        cpus: u32,
+        pre_arm: i64,
+        via: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Not watched: budget spent, kernel refused, ...
     Unavailable { reason: String },
     /// Closed to watch a stuck device instead.
@@ -477,6 +488,21 @@ pub struct AttachRec {
     pub degraded: bool,
     pub reasons: Vec<String>,
     pub attach_ms: u64,
+    /// Where `attach_ms` went.
+    pub phases_ms: AttachPhases,
+}
+
+/// The start-up phases, milliseconds each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AttachPhases {
+    /// Reading the kernel: /proc/kallsyms, BTF (offsets and aya's parse),
+    /// the attach plan.
+    pub prepare: u64,
+    /// Loading programs and maps (the verifier runs here), filling the
+    /// scope.
+    pub load: u64,
+    /// Attaching the hooks (fentry trampolines, kprobes, tracepoints).
+    pub attach: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -509,7 +535,24 @@ pub struct SummaryRec {
     pub devices_still_waiting: Vec<StillWaiting>,
     /// Ring-buffer records read (decoded or not): the tracer's event load.
     pub events_read: u64,
+    /// Times the reader woke up and drained the ring: events are batched
+    /// (a wakeup per poll interval or per urgent event, not per event).
+    pub ring_wakeups: u64,
     pub lost: LostCounts,
+    /// `--bpf-stats`: the kernel's run count and run time of each of the
+    /// tracer's BPF programs over the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_programs: Option<Vec<BpfProgStat>>,
+}
+
+/// One BPF program's cost as the kernel counted it (BPF_ENABLE_STATS).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BpfProgStat {
+    pub program: String,
+    pub runs: u64,
+    pub run_time_us: u64,
+    /// Mean nanoseconds per run (0 when it never ran).
+    pub avg_ns: u64,
 }
 
 // ---- JSON field serializers -------------------------------------------
@@ -771,6 +814,9 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
     }
     if x.unknown_writes > 0 {
         notes.push(format!("{} writes not counted", x.unknown_writes));
+    }
+    if x.lost_writes > 0 {
+        notes.push(format!("{} writes lost", x.lost_writes));
     }
     if x.unpaired_releases > 0 {
         notes.push(format!("{} releases unpaired", x.unpaired_releases));
@@ -1051,9 +1097,20 @@ pub fn human(rec: &Record) -> String {
                 WatchState::Armed { pre_arm, .. } if r.source == "ref_tracker" => format!(
                     "{dev} counted through the kernel's ref_tracker ({pre_arm} reference(s) already held)"
                 ),
-                WatchState::Armed { cpus, pre_arm } => format!(
-                    "{dev} watchpoints armed on {cpus} CPUs ({pre_arm} reference(s) already held)"
-                ),
+                WatchState::Armed {
+                    cpus,
+                    pre_arm,
+                    reason,
+                    ..
+                } => {
+                    let via = match reason {
+                        Some(why) => format!("; read from the perf ring: {}", escape(why)),
+                        None => String::new(),
+                    };
+                    format!(
+                        "{dev} watchpoints armed on {cpus} CPUs ({pre_arm} reference(s) already held{via})"
+                    )
+                }
                 WatchState::Unavailable { reason } => {
                     format!("{dev} NOT watched: {}", escape(reason))
                 }
@@ -1232,6 +1289,20 @@ fn human_summary(r: &SummaryRec) -> String {
     } else {
         format!("lost events:          {}", r.lost.human())
     });
+    for (i, p) in r.bpf_programs.iter().flatten().enumerate() {
+        out.push(format!(
+            "{}{:<22} runs={} total={}us avg={}ns",
+            if i == 0 {
+                "bpf programs:         "
+            } else {
+                "                      "
+            },
+            p.program,
+            p.runs,
+            p.run_time_us,
+            p.avg_ns
+        ));
+    }
     out.join("\n")
 }
 
@@ -1471,6 +1542,7 @@ mod tests {
             pre_arm_left: 0,
             hold_sites: vec![site("ins\x1bmod", 5_570_000_000, "dev_get_by_name+0x7f")],
             unknown_writes: 0,
+            lost_writes: 0,
             unpaired_releases: 0,
             last_release: None,
         });
@@ -1504,6 +1576,34 @@ mod tests {
             h.contains("last release by pid 7 (kworker/1:1) at t+8.99 s: leak_release+0x28"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn watch_armed_says_how_hits_are_read() {
+        let armed = |via, reason: Option<&str>| {
+            Record::Watch(WatchRec {
+                time_ns: 2_000_000_000,
+                netns: 7,
+                device: "lo".into(),
+                dev: 0x10,
+                source: "watchpoints",
+                state: WatchState::Armed {
+                    cpus: 2,
+                    pre_arm: 11,
+                    via,
+                    reason: reason.map(Into::into),
+                },
+            })
+        };
+        assert_eq!(
+            json_line(&armed("bpf", None)),
+            r#"{"type":"watch","time":2.0,"netns":7,"device":"lo","dev":"0x10","source":"watchpoints","state":"armed","cpus":2,"pre_arm":11,"via":"bpf"}"#
+        );
+        let ring = armed("perf_ring", Some("SET_BPF refused"));
+        assert!(json_line(&ring).ends_with(r#""via":"perf_ring","reason":"SET_BPF refused"}"#));
+        assert!(human(&ring)
+            .contains("11 reference(s) already held; read from the perf ring: SET_BPF refused)"));
+        assert!(human(&armed("bpf", None)).contains("already held)"));
     }
 
     #[test]
@@ -1811,10 +1911,12 @@ mod tests {
                 over: 0,
             }],
             events_read: 250,
+            ring_wakeups: 12,
             lost: LostCounts {
                 ringbuf_drops: 4,
                 ..Default::default()
             },
+            bpf_programs: None,
         }
     }
 
@@ -1823,7 +1925,7 @@ mod tests {
         let s = Record::Summary(summary());
         assert_eq!(
             json_line(&s),
-            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"events_read":250,"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
+            r#"{"type":"summary","duration_s":60.0,"netns_created":3,"netns_destroyed":2,"cleanup_batches":1,"slowest_teardown_us":3400000,"slowest_teardown_netns":4026532281,"netns_pending":[4026532282],"devices_still_waiting":[{"netns":4026532282,"device":"lo","refcnt":2,"waiting_s":30.0,"holders":[],"unattributed":1,"over":0}],"events_read":250,"ring_wakeups":12,"lost":{"ringbuf_drops":4,"read_errors":0,"map_full":0,"missed_entry":0,"decode_errors":0}}"#
         );
         let mut r = Renderer::new(false);
         assert_eq!(
@@ -1849,6 +1951,35 @@ mod tests {
         let h = human(&Record::Summary(empty));
         assert!(h.contains("slowest teardown:     -\n"));
         assert!(h.contains("still waiting:        none\nlost events:          none"));
+        assert!(!h.contains("bpf programs"));
+    }
+
+    #[test]
+    fn summary_with_bpf_stats() {
+        let prog = |name: &str, runs: u64, ns: u64| BpfProgStat {
+            program: name.into(),
+            runs,
+            run_time_us: ns / 1000,
+            avg_ns: ns.checked_div(runs).unwrap_or(0),
+        };
+        let s = Record::Summary(SummaryRec {
+            bpf_programs: Some(vec![
+                prog("copy_net_ns_exit", 100, 250_000),
+                prog("watch_hit", 0, 0),
+            ]),
+            ..summary()
+        });
+        assert!(json_line(&s).ends_with(
+            r#""bpf_programs":[{"program":"copy_net_ns_exit","runs":100,"run_time_us":250,"avg_ns":2500},{"program":"watch_hit","runs":0,"run_time_us":0,"avg_ns":0}]}"#
+        ));
+        let h = human(&s);
+        assert!(
+            h.ends_with(
+                "bpf programs:         copy_net_ns_exit       runs=100 total=250us avg=2500ns\n\
+                 \x20                     watch_hit              runs=0 total=0us avg=0ns"
+            ),
+            "{h}"
+        );
     }
 
     #[test]
@@ -1869,10 +2000,15 @@ mod tests {
             degraded: true,
             reasons: vec!["copy_net_ns: no kprobe support; using unshare instead".into()],
             attach_ms: 42,
+            phases_ms: AttachPhases {
+                prepare: 20,
+                load: 15,
+                attach: 7,
+            },
         });
         assert_eq!(
             json_line(&rec),
-            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"ref_tracker_alloc: not in kallsyms"},"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42}"#
+            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"ref_tracker_alloc: not in kallsyms"},"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7}}"#
         );
         assert_eq!(
             human(&rec),

@@ -12,11 +12,10 @@ use netns_trace_common::{Config, Offsets};
 /// The compiled eBPF object, built by build.rs (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netns-trace"));
 
-/// `btf`: the kernel BTF the caller already parsed (EbpfLoader::new()
-/// would parse /sys/kernel/btf/vmlinux again: about 20 MB more at peak).
-pub fn load(offsets: &Offsets, config: &Config, btf: &Btf) -> Result<Ebpf> {
+/// Loads maps and globals; `EbpfLoader::new()` parses the kernel BTF for
+/// it, dropped with the loader on return.
+pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
     EbpfLoader::new()
-        .btf(Some(btf))
         .override_global("OFFSETS", offsets, true)
         .override_global("CONFIG", config, true)
         .load(EBPF_OBJECT)

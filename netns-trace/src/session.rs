@@ -11,12 +11,13 @@ use std::collections::{HashMap, HashSet};
 use netns_trace_common::{create_source, dev_wait_flags, phase, tracker_op, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
-use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Source};
+use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Source, Via};
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
-    BlockedRec, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec, IncidentRec, LostCounts,
-    LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec, RunTodoRec, ScanRec, SiteRec,
-    SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan, WatchRec, WatchState,
+    BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
+    IncidentRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec,
+    RunTodoRec, ScanRec, SiteRec, SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan,
+    WatchRec, WatchState,
 };
 use netns_trace_common::WatchTarget;
 
@@ -101,6 +102,8 @@ pub struct Session {
     slowest: Option<(u64, u32)>,
     decode_errors: u64,
     events_read: u64,
+    ring_wakeups: u64,
+    bpf_programs: Option<Vec<BpfProgStat>>,
     lost_reported: LostCounts,
     ledger: Ledger,
     exact: ExactLedger,
@@ -152,6 +155,8 @@ impl Session {
             slowest: None,
             decode_errors: 0,
             events_read: 0,
+            ring_wakeups: 0,
+            bpf_programs: None,
             lost_reported: LostCounts::default(),
         }
     }
@@ -225,6 +230,7 @@ impl Session {
             pre_arm_left: r.pre_arm_left,
             hold_sites,
             unknown_writes: r.unknown_writes,
+            lost_writes: r.lost_writes,
             unpaired_releases: r.unpaired_releases,
             last_release,
         })
@@ -257,9 +263,13 @@ impl Session {
     /// seed, where counting starts), or could not: the record says which.
     pub fn on_watch_armed(&mut self, t: &WatchTarget, armed: &Armed) -> Option<Record> {
         match armed {
-            Armed::Now { seed, at_ns } => {
+            Armed::Now { seed, at_ns, via } => {
                 self.exact.on_armed(t);
                 let pre_arm = self.exact.on_seed(t.dev, seed)?;
+                let (via, reason) = match via {
+                    Via::Bpf => ("bpf", None),
+                    Via::PerfRing(why) => ("perf_ring", Some(why.clone())),
+                };
                 Some(self.watch_rec(
                     *at_ns,
                     t.dev,
@@ -268,6 +278,8 @@ impl Session {
                     WatchState::Armed {
                         cpus: seed.len() as u32,
                         pre_arm,
+                        via,
+                        reason,
                     },
                 ))
             }
@@ -282,6 +294,12 @@ impl Session {
                 },
             )),
         }
+    }
+
+    /// `n` writes to the watched counter at `addr` were lost before the
+    /// loader could read them (perf ring fallback).
+    pub fn on_watch_lost(&mut self, addr: u64, n: u64) {
+        self.exact.on_lost(addr, n);
     }
 
     /// The loader closed a device's watchpoints to watch a stuck one.
@@ -420,6 +438,16 @@ impl Session {
     /// including those consumed outside the session, e.g. watch requests).
     pub fn note_read(&mut self) {
         self.events_read += 1;
+    }
+
+    /// The reader woke up to drain the ring (`summary.ring_wakeups`).
+    pub fn note_wakeup(&mut self) {
+        self.ring_wakeups += 1;
+    }
+
+    /// `--bpf-stats`: the per-program costs for the summary.
+    pub fn set_bpf_stats(&mut self, stats: Vec<BpfProgStat>) {
+        self.bpf_programs = Some(stats);
     }
 
     pub fn decode_errors(&self) -> u64 {
@@ -690,7 +718,12 @@ impl Session {
                     t.dev,
                     t.inum,
                     &t.name,
-                    WatchState::Armed { cpus: 0, pre_arm },
+                    WatchState::Armed {
+                        cpus: 0,
+                        pre_arm,
+                        via: "bpf",
+                        reason: None,
+                    },
                 ))
             }
             Event::TrackerCall(c) if c.op == tracker_op::EXIT => {
@@ -824,7 +857,9 @@ impl Session {
             netns_pending: pending,
             devices_still_waiting: waiting,
             events_read: self.events_read,
+            ring_wakeups: self.ring_wakeups,
             lost,
+            bpf_programs: self.bpf_programs.clone(),
         })
     }
 }
@@ -1067,7 +1102,7 @@ mod tests {
         let r = s.on_event(Event::TrackerStart(start)).unwrap();
         assert_eq!(
             json_line(&r),
-            r#"{"type":"watch","time":1.0,"netns":11,"device":"lo","dev":"0xffff888003f00000","source":"ref_tracker","state":"armed","cpus":0,"pre_arm":1}"#
+            r#"{"type":"watch","time":1.0,"netns":11,"device":"lo","dev":"0xffff888003f00000","source":"ref_tracker","state":"armed","cpus":0,"pre_arm":1,"via":"bpf"}"#
         );
         // A bare dev_hold, and the registration's tracked reference put.
         assert!(s

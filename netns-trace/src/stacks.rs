@@ -4,7 +4,9 @@
 //! unknown address triggers one re-read of /proc/kallsyms (at most once a
 //! second).
 use std::{
+    cell::RefCell,
     collections::{HashMap, HashSet},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -13,8 +15,47 @@ use netns_trace::exact::CallPath;
 use netns_trace::kallsyms::{is_context_marker, Symbols};
 use netns_trace::session::Stacks;
 
+/// Call chains read in userspace (breakpoint samples from the perf ring,
+/// the watchpoint fallback), given ids beyond the `STACKS` map's (16384
+/// entries) so the ledger and the resolver treat them as stack ids.
+#[derive(Default)]
+pub struct Callchains {
+    ids: HashMap<Vec<u64>, i32>,
+    chains: Vec<Vec<u64>>,
+}
+
+pub type SharedCallchains = Rc<RefCell<Callchains>>;
+
+const FIRST_CHAIN_ID: i32 = 1 << 24;
+/// Distinct chains kept; beyond, a chain is reported as not taken.
+const MAX_CHAINS: usize = 1 << 16;
+/// What `bpf_get_stackid` returns when its map is full (-ENOSPC).
+const NO_SPACE: i32 = -28;
+
+impl Callchains {
+    /// The id of this chain (the same chain, the same id).
+    pub fn intern(&mut self, ips: &[u64]) -> i32 {
+        if let Some(&id) = self.ids.get(ips) {
+            return id;
+        }
+        if self.chains.len() >= MAX_CHAINS {
+            return NO_SPACE;
+        }
+        let id = FIRST_CHAIN_ID + self.chains.len() as i32;
+        self.chains.push(ips.to_vec());
+        self.ids.insert(ips.to_vec(), id);
+        id
+    }
+
+    fn get(&self, id: i32) -> Option<&[u64]> {
+        let i = usize::try_from(id.checked_sub(FIRST_CHAIN_ID)?).ok()?;
+        self.chains.get(i).map(Vec::as_slice)
+    }
+}
+
 pub struct StackResolver {
     map: StackTraceMap<MapData>,
+    callchains: SharedCallchains,
     symbols: Symbols,
     reloaded: Option<Instant>,
     cache: HashMap<i32, Vec<String>>,
@@ -76,9 +117,14 @@ fn is_probe_frame(name: &str) -> bool {
 }
 
 impl StackResolver {
-    pub fn new(map: StackTraceMap<MapData>, symbols: Symbols) -> Self {
+    pub fn new(
+        map: StackTraceMap<MapData>,
+        symbols: Symbols,
+        callchains: SharedCallchains,
+    ) -> Self {
         Self {
             map,
+            callchains,
             symbols,
             reloaded: None,
             cache: HashMap::new(),
@@ -107,11 +153,15 @@ impl StackResolver {
     /// The stack's return addresses (perf's context markers dropped), with
     /// kallsyms re-read if one is unknown; None if the id is not in the map.
     fn addresses(&mut self, id: i32) -> Option<Vec<u64>> {
-        let trace = self.map.get(&(id as u32), 0).ok()?;
-        let ips: Vec<u64> = trace
-            .frames()
-            .iter()
-            .map(|f| f.ip)
+        let raw: Vec<u64> = match self.callchains.borrow().get(id) {
+            Some(chain) => chain.to_vec(),
+            None => {
+                let trace = self.map.get(&(id as u32), 0).ok()?;
+                trace.frames().iter().map(|f| f.ip).collect()
+            }
+        };
+        let ips: Vec<u64> = raw
+            .into_iter()
             .filter(|ip| !is_context_marker(*ip))
             .collect();
         self.reload_if_unknown(&ips);
@@ -133,8 +183,8 @@ impl StackResolver {
             .reloaded
             .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
         if !unknown.is_empty() && may_reload {
-            if let Ok(text) = std::fs::read_to_string("/proc/kallsyms") {
-                self.symbols = Symbols::parse(&text);
+            if let Ok(symbols) = crate::read_kallsyms() {
+                self.symbols = symbols;
             }
             self.reloaded = Some(Instant::now());
             self.unknowable.extend(
@@ -170,6 +220,18 @@ impl StackResolver {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn callchains_get_stable_ids_apart_from_the_map() {
+        let mut c = super::Callchains::default();
+        let a = c.intern(&[1, 2]);
+        assert!(a >= 16384);
+        assert_eq!(c.intern(&[3]), a + 1);
+        assert_eq!(c.intern(&[1, 2]), a);
+        assert_eq!(c.get(a), Some(&[1u64, 2][..]));
+        assert_eq!(c.get(5), None);
+        assert_eq!(c.get(-28), None);
+    }
+
     #[test]
     fn trampoline_entries_are_dropped() {
         let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

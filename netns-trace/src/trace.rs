@@ -16,7 +16,7 @@ use netns_trace::{
     containers::{procfs, ContainerMap, Info, OutputQueue, API_WAIT_NS},
     kernel::tracefs,
     metrics::Metrics,
-    output::{AttachRec, HumanStyle, LostCounts, Record, Renderer},
+    output::{AttachPhases, AttachRec, HumanStyle, LostCounts, Record, Renderer},
     report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
     session::{Session, SessionConfig},
     sources::{exact_sources, tracker_verdict},
@@ -131,8 +131,22 @@ pub fn exact_unavailable(
     None
 }
 
-pub fn load_programs(offsets: &Offsets, config: &Config, btf: &aya::Btf) -> Result<Ebpf> {
-    probes::load(offsets, config, btf)
+/// Loads the eBPF object, then parses the kernel BTF for attaching into
+/// `prepared.aya_btf`. aya's loader always parses the BTF itself (there is
+/// no way to hand it ours without it parsing first), so the two parses are
+/// made one after the other: alive together they were ~20 MB more at peak.
+pub fn load_programs(
+    offsets: &Offsets,
+    config: &Config,
+    prepared: &mut crate::Prepared,
+) -> Result<Ebpf> {
+    let t = Instant::now();
+    let ebpf = probes::load(offsets, config)?;
+    log::info!("start-up: object and maps loaded in {:?}", t.elapsed());
+    let t = Instant::now();
+    prepared.aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    log::info!("start-up: BTF parsed for attaching in {:?}", t.elapsed());
+    Ok(ebpf)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -184,6 +198,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut prepared = crate::prepare()?;
+    let prepared_at = started.elapsed();
     let (offsets, mut config, missing) = settings(&prepared, &opts);
     for m in &missing {
         log::warn!("BTF: {m}");
@@ -207,22 +222,24 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         // (followed through fork in the kernel) and their namespaces.
         config.filter_enabled = 1;
     }
-    let mut ebpf = load_programs(&offsets, &config, &prepared.aya_btf)?;
+    let mut ebpf = load_programs(&offsets, &config, &mut prepared)?;
     // Incident mode: the holder scan when a device is first found stuck.
-    let scanner =
-        crate::scan::Scanner::load(&mut ebpf, &prepared.aya_btf, &prepared.symbols, &offsets)
-            .map_err(|e| format!("{e:#}"));
-    if let Err(why) = &scanner {
-        log::info!("holder scan unavailable: {why}");
-    }
+    let mut scanner = crate::scan::Scanner::new(&prepared.symbols, &offsets);
     // Incident mode: who is blocked behind a teardown (task iterator).
+    let t = Instant::now();
     let task_iter = crate::tasks::load(&mut ebpf, &prepared.aya_btf).map_err(|e| format!("{e:#}"));
     if let Err(why) = &task_iter {
         log::info!("blocked-task iterator unavailable: {why}");
     }
+    log::info!("start-up: task iterator loaded in {:?}", t.elapsed());
+    let t = Instant::now();
     let mut watcher = None;
     if config.exact != exact_mode::OFF {
-        match Watcher::load(&mut ebpf, prepared.caps.free_refcnt()) {
+        match Watcher::load(
+            &mut ebpf,
+            prepared.caps.free_refcnt(),
+            opts.watch_via_perf_ring,
+        ) {
             Ok(w) => watcher = Some(w),
             Err(err) if opts.exact => {
                 eprintln!(
@@ -233,6 +250,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
             Err(err) => log::info!("watchpoints on stuck devices: program refused: {err:#}"),
         }
     }
+    log::info!("start-up: watchpoint programs loaded in {:?}", t.elapsed());
 
     // With a process scope: the process trees as they are now (the kernel
     // follows forks from here on) and the namespaces they are in, mapped
@@ -300,6 +318,20 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
 
+    let loaded_at = started.elapsed();
+    // Before attaching, so the counts cover every run of every hook.
+    let bpf_stats = match opts.bpf_stats && !opts.dry_run {
+        false => None,
+        true => match crate::bpfstats::enable() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                eprintln!(
+                    "netns-trace: --bpf-stats: {e:#}; the summary will not list program costs"
+                );
+                None
+            }
+        },
+    };
     let btf = Some(&prepared.aya_btf);
     attach::attach_all(&mut ebpf, btf, &mut prepared.plan, opts.dry_run);
     if !opts.pids.is_empty() || run.is_some() {
@@ -340,7 +372,14 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut reasons = plan.degraded_reasons();
     reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
     reasons.extend(exact_reason);
-    let attach_ms = started.elapsed().as_millis() as u64;
+    let attached_at = started.elapsed();
+    let attach_ms = attached_at.as_millis() as u64;
+    let phases = AttachPhases {
+        prepare: prepared_at.as_millis() as u64,
+        load: (loaded_at - prepared_at).as_millis() as u64,
+        attach: (attached_at - loaded_at).as_millis() as u64,
+    };
+    log::info!("start-up: {phases:?} ms");
 
     let color = {
         use std::io::IsTerminal as _;
@@ -376,6 +415,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         degraded,
         reasons: reasons.clone(),
         attach_ms,
+        phases_ms: phases,
     }))?;
     if degraded {
         eprintln!(
@@ -405,7 +445,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     // One copy of the symbol table (~20 MB for a distro kernel): the
     // resolver's; the session symbolises through it.
     let symbols = std::mem::take(&mut prepared.symbols);
-    let resolver = StackResolver::new(stack_map, symbols);
+    let callchains = watcher
+        .as_ref()
+        .map(Watcher::callchains)
+        .unwrap_or_default();
+    let resolver = StackResolver::new(stack_map, symbols, callchains);
+    // The watchpoint fallback's perf rings (idle unless it is used).
+    #[allow(deprecated)] // as for the ring buffer above
+    let ring_poll = match &watcher {
+        Some(w) => Some(AsyncFd::new(w.ring_poll()?).context("polling the perf rings")?),
+        None => None,
+    };
     let mut session = Session::new(SessionConfig {
         start_ktime_ns,
         start_unix_ns,
@@ -424,6 +474,8 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(forever));
     tokio::pin!(deadline);
@@ -444,29 +496,22 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
-                drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
-                if session.take_scan_request() {
-                    let (tables, why) = match &scanner {
-                        Ok(s) => (s.scan(&mut ebpf), None),
-                        Err(why) => (Vec::new(), Some(why.clone())),
-                    };
-                    let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
-                    out.write(&rec)?;
-                    // And who is blocked now that something is stuck.
-                    if task_iter.is_ok() {
-                        crate::tasks::run(&mut ebpf);
-                    }
-                    // The finds are in the ring now: take them in and
-                    // report the stuck devices with them at once.
-                    drain(guard.get_inner_mut(), &mut session, &mut watcher, &mut out)?;
-                    if incident_done {
-                        for rec in session.refresh(ktime_now()) {
-                            out.write(&rec)?;
-                        }
-                    } else {
-                        out.write(&session.incident(ktime_now()))?;
-                        incident_done = true;
-                    }
+                session.note_wakeup();
+                let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
+                service(guard.get_inner_mut(), ctx, &mut ebpf, &mut scanner, &prepared.aya_btf, task_iter.is_ok(), &mut incident_done)?;
+                guard.clear_ready();
+            }
+            // Most events are written without waking the reader (see
+            // kread::emit): they are collected here, in batches.
+            _ = poll.tick() => {
+                session.note_wakeup();
+                let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
+                service(ring.get_mut(), ctx, &mut ebpf, &mut scanner, &prepared.aya_btf, task_iter.is_ok(), &mut incident_done)?;
+            }
+            guard = readable(ring_poll.as_ref()) => {
+                let mut guard = guard.context("waiting on the perf rings")?;
+                if let Some(w) = watcher.as_mut() {
+                    w.on_rings_ready(&mut session);
                 }
                 guard.clear_ready();
             }
@@ -519,8 +564,15 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         }
     }
     drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+    // Samples of the last writes, before the summary reports the ledger.
+    if let Some(w) = watcher.as_mut() {
+        w.on_rings_ready(&mut session);
+    }
     if let Some(rec) = session.on_stats(ktime_now(), lost_counts(&stats)) {
         out.write(&rec)?;
+    }
+    if bpf_stats.is_some() {
+        session.set_bpf_stats(crate::bpfstats::collect(&ebpf));
     }
     let detach_start = Instant::now();
     drop(ring);
@@ -602,6 +654,16 @@ fn describe(o: &CommandOutcome) -> String {
     }
 }
 
+/// Readable, or never when there is nothing to poll.
+async fn readable<T: std::os::fd::AsRawFd>(
+    fd: Option<&AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, T>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next Docker API answer, or never when there is no mapping.
 async fn recv(rx: &mut Option<mpsc::Receiver<ApiAnswer>>) -> Option<ApiAnswer> {
     match rx {
@@ -634,6 +696,63 @@ impl Mapping {
     }
 }
 
+/// How often the reader collects events written without a wakeup: the
+/// delay of a routine event; urgent ones (a stuck device, a watch request)
+/// and a quarter-full ring wake the reader at once.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What draining the ring writes to.
+struct RingCtx<'a> {
+    session: &'a mut Session,
+    watcher: &'a mut Option<Watcher>,
+    out: &'a mut Output,
+}
+
+/// Drains the ring; when the session asks for a holder scan (a device was
+/// first found stuck), runs it and the blocked-task walk, takes in their
+/// finds and writes the incident view (or refreshes the stuck devices).
+fn service(
+    ring: &mut RingBuf<MapData>,
+    ctx: RingCtx<'_>,
+    ebpf: &mut Ebpf,
+    scanner: &mut crate::scan::Scanner,
+    btf: &aya::Btf,
+    task_iter: bool,
+    incident_done: &mut bool,
+) -> Result<()> {
+    let RingCtx {
+        session,
+        watcher,
+        out,
+    } = ctx;
+    drain(ring, session, watcher, out)?;
+    if !session.take_scan_request() {
+        return Ok(());
+    }
+    let (tables, why) = match scanner.scan(ebpf, btf) {
+        Ok(tables) => (tables, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let rec = session.scan_record(ktime_now(), tables, why, crate::scan::NOT_SCANNED);
+    out.write(&rec)?;
+    // And who is blocked now that something is stuck.
+    if task_iter {
+        crate::tasks::run(ebpf);
+    }
+    // The finds are in the ring now: take them in and report the stuck
+    // devices with them at once.
+    drain(ring, session, watcher, out)?;
+    if *incident_done {
+        for rec in session.refresh(ktime_now()) {
+            out.write(&rec)?;
+        }
+    } else {
+        out.write(&session.incident(ktime_now()))?;
+        *incident_done = true;
+    }
+    Ok(())
+}
+
 fn drain(
     ring: &mut RingBuf<MapData>,
     session: &mut Session,
@@ -653,8 +772,11 @@ fn drain(
                 continue;
             }
             Ok(event) => {
-                if let (Event::WatchDone(d), Some(w)) = (&event, watcher.as_mut()) {
-                    w.disarm(d.dev);
+                if let Some(w) = watcher.as_mut() {
+                    w.before_event(event.header().ts_ns, session);
+                    if let Event::WatchDone(d) = &event {
+                        w.disarm(d.dev);
+                    }
                 }
                 session.on_event(event)
             }

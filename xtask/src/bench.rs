@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Leave bpftrace out (it makes the initramfs about 200 MB larger).
     #[arg(long)]
     no_bpftrace: bool,
+    /// Skip the profile round (per-program BPF run time, and `perf record`
+    /// of the loader when Debian's perf is installed).
+    #[arg(long)]
+    no_profile: bool,
     /// Benchmark this netns-trace binary instead of building the workspace's
     /// (e.g. an older commit, for before/after figures).
     #[arg(long, value_name = "PATH")]
@@ -46,6 +50,8 @@ pub struct BenchArgs {
 
 /// Debian's bpftrace on the build machine (installed by `cargo xtask setup`).
 const BPFTRACE: &str = "/usr/bin/bpftrace";
+/// Debian's perf (linux-perf), for the profile round.
+const PERF: &str = "/usr/bin/perf";
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let shorts: Vec<String> = match a.kernel.as_str() {
@@ -63,6 +69,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if bpftrace {
         guest_cmd += " --bpftrace /bin/bpftrace";
     }
+    let perf = !a.no_profile && std::path::Path::new(PERF).exists();
+    if !a.no_profile {
+        guest_cmd += " --profile";
+        if perf {
+            guest_cmd += " --perf /bin/perf";
+        } else {
+            println!(
+                "bench: {PERF} missing (run cargo xtask setup): the profile has no perf samples"
+            );
+        }
+    }
     let mut sections = Vec::new();
     for short in &shorts {
         let k = setup::ensure_kernel(short)?;
@@ -73,6 +90,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         args.bench = Some(guest_cmd.clone());
         if bpftrace {
             args.extra_bins.push(PathBuf::from(BPFTRACE));
+        }
+        if perf {
+            args.extra_bins.push(PathBuf::from(PERF));
         }
         vm::build_guest_binaries(a.tracer.is_none())?;
         let module = vm::build_module(&k)?;
@@ -100,6 +120,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             v["kernel"].as_str().unwrap_or("?")
         );
         print!("{}", bench_report::text_table(&rows));
+        print!("{}", bench_report::profile(&v["profile"]));
         for e in v["errors"].as_array().into_iter().flatten() {
             println!("bench: error in the guest: {}", e.as_str().unwrap_or("?"));
         }

@@ -210,6 +210,16 @@ pub fn rows(b: &Value) -> Vec<Row> {
         3,
         None,
     ));
+    for (phase, what) in [
+        ("prepare", "  of which reading kallsyms and BTF"),
+        ("load", "  of which loading programs (verifier)"),
+        ("attach", "  of which attaching hooks"),
+    ] {
+        let xs = sec(&format!("phase_{phase}_ms"));
+        if !xs.is_empty() {
+            out.push(row("3", what, stat(&xs), "s", 3, None));
+        }
+    }
     out.push(row(
         "3",
         "netns-trace: start to first event delivered",
@@ -308,6 +318,20 @@ pub fn rows(b: &Value) -> Vec<Row> {
         "loader CPU time per 1,000 events",
         stat(&per_k),
         "ms",
+        1,
+        None,
+    ));
+    let per_wakeup: Vec<f64> = nums(&r["events"])
+        .iter()
+        .zip(nums(&r["wakeups"]))
+        .filter(|(_, w)| *w > 0.0)
+        .map(|(e, w)| e / w)
+        .collect();
+    out.push(row(
+        "5",
+        "events per loader wakeup",
+        stat(&per_wakeup),
+        "",
         1,
         None,
     ));
@@ -440,6 +464,7 @@ pub fn generated(cmd: &str, runs: &[(String, Value, Vec<Row>)]) -> String {
                 );
             }
         }
+        s += &profile(&v["profile"]);
         let errors: Vec<&str> = v["errors"]
             .as_array()
             .into_iter()
@@ -454,6 +479,49 @@ pub fn generated(cmd: &str, runs: &[(String, Value, Vec<Row>)]) -> String {
         }
     }
     s + "\n" + END + "\n"
+}
+
+/// The profile round (Markdown): what each BPF program cost in the kernel
+/// and where the loader's CPU went; empty when there was none.
+pub fn profile(p: &Value) -> String {
+    if !p.is_object() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\nProfile round (one traced churn of {} namespaces, {:.1}/s, with `--bpf-stats`): \
+         {} events in {} loader wakeups, loader CPU {:.0} ms.\n\n\
+         | BPF program | runs | mean ns/run | total ms |\n| --- | --- | --- | --- |\n",
+        p["namespaces"],
+        p["per_s"].as_f64().unwrap_or(0.0),
+        p["events"],
+        p["wakeups"],
+        p["loader_cpu_ms"].as_f64().unwrap_or(0.0),
+    );
+    for prog in p["bpf_programs"].as_array().into_iter().flatten() {
+        if prog["runs"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} |",
+            prog["program"].as_str().unwrap_or("?"),
+            prog["runs"],
+            prog["avg_ns"],
+            prog["run_time_us"].as_f64().unwrap_or(0.0) / 1000.0
+        );
+    }
+    let perf = &p["perf"];
+    if let Some(top) = perf["top"].as_array() {
+        s += "\nLoader profile (`perf record -e cpu-clock`, symbols with at least 1% of samples):\n\n```\n";
+        for l in top {
+            s += l.as_str().unwrap_or("");
+            s += "\n";
+        }
+        s += "```\n";
+    } else if let Some(e) = perf["error"].as_str() {
+        let _ = writeln!(s, "\nLoader profile: perf failed: {e}");
+    }
+    s
 }
 
 /// `existing` with its generated block replaced (or the block appended).
@@ -587,6 +655,30 @@ mod tests {
             drops_start(&ramp),
             "no drops at any step (up to 2000 ns/min, the fastest this guest churns)"
         );
+    }
+
+    #[test]
+    fn profile_lists_programs_that_ran_and_perf_lines() {
+        let p = json!({
+            "namespaces": 100, "per_s": 50.0, "events": 1100, "wakeups": 40,
+            "loader_cpu_ms": 300.0,
+            "bpf_programs": [
+                {"program": "copy_net_ns_exit", "runs": 100, "run_time_us": 2500, "avg_ns": 25000},
+                {"program": "watch_hit", "runs": 0, "run_time_us": 0, "avg_ns": 0}
+            ],
+            "perf": {"top": ["  40.00%  netns-trace  [.] serde_json::ser::format_escaped_str"]}
+        });
+        let s = profile(&p);
+        assert!(s.contains("1100 events in 40 loader wakeups"), "{s}");
+        assert!(
+            s.contains("| copy_net_ns_exit | 100 | 25000 | 2.5 |"),
+            "{s}"
+        );
+        assert!(!s.contains("watch_hit"), "{s}");
+        assert!(s.contains("serde_json::ser::format_escaped_str"), "{s}");
+        assert_eq!(profile(&Value::Null), "");
+        let failed = profile(&json!({"perf": {"error": "no perf"}}));
+        assert!(failed.contains("perf failed: no perf"), "{failed}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     // cargo xtask bench: the attach time of an equivalent bpftrace script.
     "bpftrace",
+    // cargo xtask bench: `perf record` on the loader in its profile round.
+    "linux-perf",
     // A venv for the Kubernetes manifest validator (kubernetes-validate).
     "python3-venv",
     // Shared libraries of Debian's dockerd and runc, copied into the

@@ -80,6 +80,7 @@ const SCENARIOS: &[&str] = &[
     "exact",
     "exact-neigh",
     "exact-churn",
+    "exact-fallback",
     "docker",
     "run-leak",
 ];
@@ -177,6 +178,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "exact-neigh" => vm_assert::check_exact(&run, "neigh", source),
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
+                    "exact-fallback" => vm_assert::check_exact_fallback(&run),
                     "docker" => vm_assert::check_docker(&run),
                     "run-leak" => vm_assert::check_run_leak(&run),
                     _ => vm_assert::check_tcpsock(&run),
@@ -302,6 +304,16 @@ pub fn build_module(k: &Kernel) -> Result<PathBuf> {
 fn init_script(a: &VmTestArgs) -> String {
     let (timeout, mode, hold_ms) = (a.timeout, &a.mode, a.hold_ms);
     let bench = a.bench.as_deref().unwrap_or("");
+    // NT_GUEST_LOG=info (or debug) on the host: the tracer's log in the
+    // guest (its stderr lands in the tracer-stderr section), for digging.
+    let guest_log = std::env::var("NT_GUEST_LOG")
+        .ok()
+        .filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=_:,".contains(c))
+        })
+        .map(|v| format!("export NETNS_TRACE_LOG={v}\n"))
+        .unwrap_or_default();
     // demo --exact: both tracers watch; the leak waits for the watchpoints.
     let (exact, await_watch) = if a.exact {
         (" --exact", " --await-watch")
@@ -327,13 +339,14 @@ for w in $(cat /proc/cmdline); do
   case "$w" in nt.scenario=*) scenario="${{w#nt.scenario=}}" ;; esac
 done
 echo "nt-init: scenario $scenario on $(uname -r)"
-tracer="/bin/netns-trace --json --ready-file /tmp/ready"
+{guest_log}tracer="/bin/netns-trace --json --ready-file /tmp/ready"
 [ -x /bin/netns-trace ] || tracer=/bin/stand-in-tracer
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
   hold|neigh|dst|tcpsock) /bin/nt-scenario stuck --mode "$scenario" --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
+  exact-fallback) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact --watch-via-perf-ring ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   bench) /bin/nt-scenario bench {bench} --timeout {timeout} -- $tracer ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;

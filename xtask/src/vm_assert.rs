@@ -370,6 +370,35 @@ pub fn check_exact_churn(run: &Run, budget: usize) -> Result<String, String> {
     ))
 }
 
+/// exact-fallback (`--exact --watch-via-perf-ring`): the `exact` checks
+/// hold with the breakpoint samples read from the perf ring in userspace,
+/// the watch record says so, and every write's sign was decoded from its
+/// instruction (none unknown, none lost) while the leak was held.
+pub fn check_exact_fallback(run: &Run) -> Result<String, String> {
+    let summary = check_exact(run, "hold", "watchpoints")?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let watch = run
+        .of_type("watch")
+        .find(|v| v["netns"].as_u64() == Some(inode))
+        .ok_or("no watch record for the namespace's lo")?;
+    if watch["via"] != "perf_ring" || !watch["reason"].is_string() {
+        return Err(format!(
+            "watch record does not say perf_ring and why: {watch}"
+        ));
+    }
+    for rec in run
+        .of_type("dev_wait")
+        .chain(run.of_type("dev_released"))
+        .filter(|v| v["netns"].as_u64() == Some(inode))
+    {
+        let x = &rec["exact"];
+        if x["unknown_writes"].as_u64() != Some(0) || x["lost_writes"].as_u64() != Some(0) {
+            return Err(format!("writes not counted at {}: {x}", rec["time"]));
+        }
+    }
+    Ok(format!("{summary}; via perf_ring, every sign decoded"))
+}
+
 /// exact (`--exact`): watchpoints armed on the new lo before the leak
 /// count every reference: the outstanding count equals the kernel's usage
 /// count minus the device's own, and the outstanding hold is attributed to
@@ -1336,6 +1365,47 @@ mod tests {
         assert_eq!(tcpsock_tuples(&t), [(40000, 35000), (35000, 40000)]);
         assert_eq!(dmesg_time("[   12.500000] x"), Some(12.5));
         assert_eq!(dmesg_time("no time"), None);
+    }
+
+    /// An `exact-fallback` run on lo of netns 20 (usage count 2): `watch`
+    /// is the watch record, `unknown` the unknown writes at the wait.
+    fn fallback_run(watch: &str, unknown: u32) -> Result<String, String> {
+        let facts = r#"{"scenario":"stuck","mode":"hold","hold_ms":3000,"inodes":[20]}"#;
+        let hold = r#"{"holds":1,"last":1.0,"comm":"insmod","pid":9,"stack":["netns_leak_init+0x49 [netns_leak]"]}"#;
+        let release = r#"{"holds":1,"last":3.0,"comm":"kworker/0:1","pid":3,"stack":["leak_release+0x28 [netns_leak]"]}"#;
+        let exact = |out: i64, sites: &str, unknown: u32, last: &str| {
+            format!(
+                r#"{{"source":"watchpoints","outstanding":{out},"pre_arm":0,"pre_arm_left":0,"hold_sites":[{sites}],"unknown_writes":{unknown},"lost_writes":0,"unpaired_releases":0,"last_release":{last}}}"#
+            )
+        };
+        let json = [
+            r#"{"type":"attach","hooks":[],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"absent"},"degraded":false,"reasons":[],"attach_ms":1}"#.to_string(),
+            format!(
+                r#"{{"type":"watch","time":0.5,"netns":20,"device":"lo","dev":"0x1","source":"watchpoints","state":"armed","cpus":2,"pre_arm":0,{watch}}}"#
+            ),
+            format!(
+                r#"{{"type":"dev_wait","time":2.0,"netns":20,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":1.0,"holders":[],"attributed":0,"unattributed":1,"exact":{}}}"#,
+                exact(1, hold, unknown, "null")
+            ),
+            format!(
+                r#"{{"type":"dev_released","time":3.1,"netns":20,"device":"lo","ifindex":1,"refcnt":1,"usage_count":1,"waiting_s":2.0,"holders":[],"attributed":0,"unattributed":0,"exact":{}}}"#,
+                exact(0, "", 0, release)
+            ),
+            SUMMARY.into(),
+        ];
+        let json: Vec<&str> = json.iter().map(String::as_str).collect();
+        let dmesg = ["unregister_netdevice: waiting for lo to become free. Usage count = 2"];
+        check_exact_fallback(&run_of(&serial(facts, &json, &dmesg)))
+    }
+
+    #[test]
+    fn exact_fallback_pass_and_failures() {
+        let ring = r#""via":"perf_ring","reason":"asked for""#;
+        let ok = fallback_run(ring, 0).unwrap();
+        assert!(ok.contains("via perf_ring"), "{ok}");
+        err(fallback_run(r#""via":"bpf""#, 0), "does not say perf_ring");
+        err(fallback_run(r#""via":"perf_ring""#, 0), "and why");
+        err(fallback_run(ring, 1), "writes not counted");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::kallsyms::Symbols;
+
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelCaps {
     pub release: String,
@@ -25,7 +27,7 @@ pub struct KernelCaps {
 }
 
 impl KernelCaps {
-    pub fn probe(tracefs: Option<PathBuf>, kallsyms: &str) -> Self {
+    pub fn probe(tracefs: Option<PathBuf>, symbols: &Symbols) -> Self {
         let release = read_trim("/proc/sys/kernel/osrelease").unwrap_or_default();
         let version = parse_version(&release);
         Self {
@@ -37,13 +39,8 @@ impl KernelCaps {
                     .as_deref()
                     .is_some_and(|t| t.join("kprobe_events").exists()),
             breakpoint: Path::new("/sys/bus/event_source/devices/breakpoint").exists(),
-            kallsyms_addresses: kallsyms
-                .lines()
-                .take(64)
-                .any(|l| !l.starts_with("0000000000000000")),
-            ref_tracker: kallsyms
-                .lines()
-                .any(|l| l.split_whitespace().nth(2) == Some("ref_tracker_alloc")),
+            kallsyms_addresses: !symbols.is_empty() && !symbols.addresses_hidden(),
+            ref_tracker: symbols.contains_function("ref_tracker_alloc"),
             tracefs,
             release,
             version,
@@ -127,7 +124,7 @@ mod tests {
 
     #[test]
     fn self_reference_baseline() {
-        let mut caps = KernelCaps::probe(None, "");
+        let mut caps = KernelCaps::probe(None, &Symbols::default());
         caps.version = (5, 12);
         assert_eq!(caps.free_refcnt(), 0);
         caps.version = (6, 1);

@@ -42,6 +42,13 @@ pub struct BenchArgs {
     /// the hooks the tracer attached (generated from its `attach` record).
     #[arg(long)]
     bpftrace: Option<String>,
+    /// Profile one traced churn round: the kernel's run time per BPF
+    /// program (`--bpf-stats`) and, with --perf, where the loader's CPU goes.
+    #[arg(long)]
+    profile: bool,
+    /// perf binary for --profile: `perf record` on the loader.
+    #[arg(long)]
+    perf: Option<String>,
     /// Seconds to wait for any one thing the tracer should report.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -62,12 +69,20 @@ pub fn run(a: BenchArgs) {
         "churn": {"untraced": [], "traced": []},
         "tcp": {"untraced": [], "traced": [], "exact": []},
         "attach": {"ready_ms": [], "first_event_ms": [], "attach_ms": [],
+                   "phase_prepare_ms": [], "phase_load_ms": [], "phase_attach_ms": [],
                    "bpftrace_ready_ms": [], "bpftrace_first_event_ms": []},
-        "resources": {"maxrss_kb": [], "hwm_kb": [], "cpu_ms": [], "events": [], "drops": []},
+        "resources": {"maxrss_kb": [], "hwm_kb": [], "cpu_ms": [], "events": [], "wakeups": [], "drops": []},
         "exact": {"armed": [], "drops": []},
         "ramp": [],
         "errors": [],
     });
+    if a.profile {
+        eprintln!("nt-scenario: bench profile");
+        match profile_step(&a, timeout) {
+            Ok(v) => out["profile"] = v,
+            Err(e) => error(&mut out, &format!("profile: {e}")),
+        }
+    }
     let mut attach_rec: Option<Value> = None;
     for round in 0..a.rounds {
         // U T E on even rounds, E T U on odd ones.
@@ -275,9 +290,16 @@ fn traced_round(
     push(&mut r["hwm_kb"], json!(s.hwm_kb));
     push(&mut r["cpu_ms"], json!(cpu_ms));
     push(&mut r["events"], json!(events));
+    push(&mut r["wakeups"], summary["ring_wakeups"].clone());
     push(&mut r["drops"], json!(summary["lost"]["ringbuf_drops"]));
     if let Some(att) = s.attach {
         push(&mut out["attach"]["attach_ms"], att["attach_ms"].clone());
+        for phase in ["prepare", "load", "attach"] {
+            push(
+                &mut out["attach"][format!("phase_{phase}_ms")],
+                att["phases_ms"][phase].clone(),
+            );
+        }
         attach_rec.get_or_insert(att);
     }
     Ok(())
@@ -327,6 +349,127 @@ fn ramp_step(a: &BenchArgs, step: &str, timeout: Duration) -> Result<Value, Stri
         "drops": summary["lost"]["ringbuf_drops"],
         "lines": s.lines,
     }))
+}
+
+/// One traced churn round under the microscope (not part of the figures:
+/// counting run time costs the programs two clock reads per run): the
+/// kernel's per-program run time, the loader's CPU and wakeups, and with
+/// --perf a flat profile of the loader (cpu-clock samples: TCG has no PMU).
+fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
+    let t = Tracer::start(&a.tracer, &["--bpf-stats"], timeout)?;
+    let data = "/tmp/nt-perf.data";
+    let perf = match &a.perf {
+        Some(bin) => Some(start_perf(bin, t.child.id(), data)?),
+        None => None,
+    };
+    let cpu0 = cpu_ticks(t.child.id()).unwrap_or(0);
+    let churned = churn(1, None, Until::Count(a.churn_count));
+    let cpu1 = cpu_ticks(t.child.id()).unwrap_or(0);
+    let report = perf.map(|p| {
+        unsafe { libc::kill(p.id() as i32, libc::SIGINT) };
+        let out = p.wait_with_output().map_err(|e| e.to_string());
+        perf_report(a.perf.as_deref().unwrap_or("perf"), data, out)
+    });
+    let s = t.stop();
+    let (n, secs) = churned?;
+    let summary = s.summary.ok_or("the tracer printed no summary")?;
+    Ok(json!({
+        "namespaces": n,
+        "per_s": n as f64 / secs,
+        "events": summary["events_read"],
+        "wakeups": summary["ring_wakeups"],
+        "loader_cpu_ms": (cpu1.saturating_sub(cpu0)) as f64 * 1000.0 / clk_tck(),
+        "bpf_programs": summary["bpf_programs"],
+        "perf": report,
+    }))
+}
+
+/// `perf record` on `pid`, started with its events disabled and enabled
+/// through its control fifo: it returns once perf acknowledged, so the
+/// churn that follows is sampled from its first namespace (perf takes
+/// seconds to start under TCG).
+fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
+    let (ctl, ack) = ("/tmp/nt-perf.ctl", "/tmp/nt-perf.ack");
+    for f in [ctl, ack] {
+        let _ = std::fs::remove_file(f);
+        let path = std::ffi::CString::new(f).expect("no NUL");
+        if unsafe { libc::mkfifo(path.as_ptr(), 0o600) } != 0 {
+            return Err(format!("mkfifo {f}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let mut child = Command::new(bin)
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "2000", "-D", "-1"])
+        .arg(format!("--control=fifo:{ctl},{ack}"))
+        .args(["-o", data, "-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    // Opening a fifo blocks until perf opens its end; if perf dies first,
+    // this would hang, so perf's exit is checked by the open on a thread.
+    let enabled = std::thread::spawn(move || -> Result<(), String> {
+        std::fs::write(ctl, "enable\n").map_err(|e| format!("perf control fifo: {e}"))?;
+        // One line: perf keeps the fifo open, so there is no EOF to read to.
+        let mut answer = String::new();
+        std::fs::File::open(ack)
+            .and_then(|f| BufReader::new(f).read_line(&mut answer))
+            .map_err(|e| format!("perf ack fifo: {e}"))?;
+        match answer.starts_with("ack") {
+            true => Ok(()),
+            false => Err(format!("perf answered {answer:?} to enable")),
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if enabled.is_finished() {
+            return match enabled.join() {
+                Ok(Ok(())) => Ok(child),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("perf control thread panicked".into()),
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return Err(format!("perf record exited ({status}): {}", err.trim()));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("perf record did not start within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The hottest symbols of a `perf record`, or why there are none.
+fn perf_report(bin: &str, data: &str, recorded: Result<std::process::Output, String>) -> Value {
+    match recorded {
+        Ok(o) if !o.status.success() && !std::path::Path::new(data).exists() => {
+            return json!({"error": String::from_utf8_lossy(&o.stderr).trim()});
+        }
+        Err(e) => return json!({"error": e}),
+        Ok(_) => {}
+    }
+    let out = Command::new(bin)
+        .args(["report", "--stdio", "--no-children", "--sort", "dso,sym"])
+        .args(["--percent-limit", "1", "-i", data])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let top: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(30)
+                .collect();
+            json!({"top": top})
+        }
+        Ok(o) => json!({"error": String::from_utf8_lossy(&o.stderr).trim()}),
+        Err(e) => json!({"error": e.to_string()}),
+    }
 }
 
 // ---- the tracer under measurement --------------------------------------
