@@ -134,7 +134,7 @@ fn build(src: &Path) -> Result<()> {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
     let log_path = src.join("build.log");
     println!(
-        "setup: building {SHORT} with make -j{jobs} (log {}); about 15 minutes on 2 cores",
+        "setup: building {SHORT} with make -j{jobs} (log {}); 7 to 15 minutes on 2 cores",
         log_path.display()
     );
     let mut log = std::fs::File::create(&log_path)?;
