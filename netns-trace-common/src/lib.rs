@@ -39,6 +39,8 @@ pub mod kind {
     /// A task in uninterruptible sleep, from the task iterator
     /// (`BlockedTask`).
     pub const BLOCKED_TASK: u32 = 14;
+    pub const TRACKER_START: u32 = 15;
+    pub const TRACKER_CALL: u32 = 16;
 }
 
 /// `Config::exact`: which devices get hardware watchpoints.
@@ -130,7 +132,10 @@ pub mod mode {
     /// 1: no kprobe/fentry on copy_net_ns; the fork tracepoint reports
     /// namespace creation instead.
     pub const DEGRADED: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// ref_tracker_alloc/free/dir_exit are all hooked: new loopback
+    /// devices are counted through the kernel's tracker.
+    pub const TRACKER: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Common prefix of every event.
@@ -353,6 +358,47 @@ pub struct WatchDone {
     pub dev: u64,
 }
 
+/// A new loopback device the tracker ledger counts from now on: its
+/// per-CPU counters summed right after it was marked (the seed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStart {
+    pub hdr: Header,
+    pub dev: u64,
+    pub inum: u32,
+    pub refcnt: i32,
+    pub name: [u8; NAME_LEN],
+    /// `refcnt_tracker.no_tracker` then (see `TrackerCall::no_tracker`).
+    pub no_tracker: i32,
+    pub _pad: u32,
+}
+
+pub mod tracker_op {
+    /// ref_tracker_alloc: a reference taken (or an untracked one upgraded).
+    pub const ALLOC: u32 = 1;
+    /// ref_tracker_free: a reference given back.
+    pub const FREE: u32 = 2;
+    /// ref_tracker_dir_exit: the device is being freed.
+    pub const EXIT: u32 = 3;
+}
+
+/// One ref_tracker call on a counted device's `refcnt_tracker`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrackerCall {
+    pub hdr: Header,
+    pub dev: u64,
+    /// `trackerp`: where the caller keeps its tracker (0: an untracked
+    /// `dev_hold`/`dev_put`). Alloc and free of one reference pass the same.
+    pub slot: u64,
+    pub op: u32,
+    /// `dir->no_tracker` at entry: an upgrade of an untracked reference
+    /// (netdev_tracker_alloc) decrements it just before its alloc call.
+    pub no_tracker: i32,
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
 /// Struct field offsets and enum values of the running kernel, resolved
 /// from its BTF by the loader and handed to the programs as a global.
 /// `u32::MAX` marks a field that the running kernel does not have.
@@ -431,6 +477,10 @@ pub struct Offsets {
     /// CONFIG_PCPU_DEV_REFCNT) and `offsetof(struct net, loopback_dev)`.
     pub dev_pcpu_refcnt: u32,
     pub net_loopback_dev: u32,
+    /// `net_device.refcnt_tracker` (CONFIG_NET_DEV_REFCNT_TRACKER only).
+    pub dev_refcnt_tracker: u32,
+    /// `ref_tracker_dir.no_tracker` (CONFIG_REF_TRACKER only).
+    pub tracker_no_tracker: u32,
 }
 
 impl Offsets {
@@ -483,6 +533,8 @@ impl Offsets {
             tp_sk_daddr_v6: Self::MISSING,
             dev_pcpu_refcnt: Self::MISSING,
             net_loopback_dev: Self::MISSING,
+            dev_refcnt_tracker: Self::MISSING,
+            tracker_no_tracker: Self::MISSING,
         }
     }
 }
@@ -558,6 +610,8 @@ pub const fn event_size(kind: u32) -> Option<usize> {
         kind::WATCH_HIT => Some(size_of::<WatchHit>()),
         kind::WATCH_DONE => Some(size_of::<WatchDone>()),
         kind::BLOCKED_TASK => Some(size_of::<BlockedTask>()),
+        kind::TRACKER_START => Some(size_of::<TrackerStart>()),
+        kind::TRACKER_CALL => Some(size_of::<TrackerCall>()),
         _ => None,
     }
 }

@@ -59,10 +59,14 @@ fn copy_net_ns_exit(ret: u64) -> Result<(), Counted> {
     }
     emit(&event);
     if event.net != 0 {
-        // The new namespace's lo is registered by now: watch it from the
-        // start so every later hold is seen (--exact).
+        // The new namespace's lo is registered by now: count it from the
+        // start so every later hold is seen, through the kernel's
+        // ref_tracker when hooked (every device, no debug registers), else
+        // with watchpoints (--exact).
         if let Ok(lo) = crate::kread::read::<u64>(event.net, off!(net_loopback_dev)) {
-            let _ = crate::watch::arm(lo, netns_trace_common::watch_why::CREATED);
+            if !crate::reftrack::start(lo, event.inum) {
+                let _ = crate::watch::arm(lo, netns_trace_common::watch_why::CREATED);
+            }
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod holders;
 mod kread;
 mod lifecycle;
 mod maps;
+mod reftrack;
 mod rtnl;
 mod scan;
 mod sockets;

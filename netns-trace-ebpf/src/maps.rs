@@ -85,3 +85,8 @@ pub static WATCH_SEED: Array<[i32; WATCH_MAX_CPUS]> = Array::with_max_entries(1,
 /// their release can be reported (`WATCH_DONE`) and the watchpoints closed.
 #[map]
 pub static WATCHED_DEVS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
+
+/// Devices counted through ref_tracker (`reftrack::start`), removed when
+/// their tracker directory is torn down (the device is freed).
+#[map]
+pub static TRACKER_DEVS: HashMap<u64, u8> = HashMap::with_max_entries(8192, 0);

@@ -61,8 +61,11 @@ fn on_refcnt_read(dev: u64, refcnt: i32) -> Result<(), Counted> {
             if WAITING_DEVS.insert(dev, state, 0).is_err() {
                 count(stat::MAP_FULL);
             }
-            // Found waiting: watch its counters so the release is caught.
-            let _ = crate::watch::arm(dev, watch_why::WAITING);
+            // Found waiting: watch its counters so the release is caught,
+            // unless ref_tracker has counted it since its creation.
+            if !crate::reftrack::counts(dev) {
+                let _ = crate::watch::arm(dev, watch_why::WAITING);
+            }
             now
         }
     };

@@ -6,14 +6,20 @@ use netns_trace::plan::{Candidate, Outcome, Plan};
 
 use crate::probes;
 
-/// Attach (or only load and verify, for `--dry-run`) every core hook,
-/// then the degraded-mode fallbacks the core outcome calls for.
+/// Attach (or only load and verify, for `--dry-run`) every core hook and
+/// every optional one the kernel has, then the degraded-mode fallbacks the
+/// core outcome calls for.
 pub fn attach_all(ebpf: &mut Ebpf, btf: Option<&Btf>, plan: &mut Plan, verify_only: bool) {
     let core: Vec<(String, Vec<Candidate>)> = plan
         .core()
         .map(|h| (h.hook.name.to_string(), h.candidates.clone()))
         .collect();
-    for (hook, candidates) in core {
+    // Then what the kernel offers beyond them (ref_tracker on debug builds).
+    let optional: Vec<(String, Vec<Candidate>)> = plan
+        .optional()
+        .map(|h| (h.hook.name.to_string(), h.candidates.clone()))
+        .collect();
+    for (hook, candidates) in core.into_iter().chain(optional) {
         attach_hook(ebpf, btf, plan, &hook, &candidates, verify_only);
     }
     let fallbacks: Vec<(String, Vec<Candidate>)> = plan

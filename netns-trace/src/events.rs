@@ -9,9 +9,9 @@ use std::fmt;
 use std::mem::size_of;
 
 use netns_trace_common::{
-    create_source, event_size, kind, obj_kind, phase, release_reason, BlockedTask, CleanupNet,
-    DevWait, Header, NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock, RunTodo,
-    SockState, WatchDone, WatchHit, WatchTarget,
+    create_source, event_size, kind, obj_kind, phase, release_reason, tracker_op, BlockedTask,
+    CleanupNet, DevWait, Header, NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock,
+    RunTodo, SockState, TrackerCall, TrackerStart, WatchDone, WatchHit, WatchTarget,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum Event {
     WatchDone(WatchDone),
     /// Boxed: 24 stack frames.
     BlockedTask(Box<BlockedTask>),
+    TrackerStart(TrackerStart),
+    TrackerCall(TrackerCall),
 }
 
 impl Event {
@@ -49,6 +51,8 @@ impl Event {
             Event::WatchHit(e) => &e.hdr,
             Event::WatchDone(e) => &e.hdr,
             Event::BlockedTask(e) => &e.hdr,
+            Event::TrackerStart(e) => &e.hdr,
+            Event::TrackerCall(e) => &e.hdr,
         }
     }
 }
@@ -163,6 +167,17 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::WATCH_HIT => Event::WatchHit(read(buf)?),
         kind::WATCH_DONE => Event::WatchDone(read(buf)?),
+        kind::TRACKER_START => Event::TrackerStart(read(buf)?),
+        kind::TRACKER_CALL => {
+            let e: TrackerCall = read(buf)?;
+            if !(tracker_op::ALLOC..=tracker_op::EXIT).contains(&e.op) {
+                return Err(DecodeError::BadField {
+                    field: "op",
+                    value: e.op.into(),
+                });
+            }
+            Event::TrackerCall(e)
+        }
         kind::BLOCKED_TASK => {
             let e: BlockedTask = read(buf)?;
             if e.nr as usize > netns_trace_common::BLOCKED_FRAMES {
@@ -331,6 +346,42 @@ pub(crate) mod tests {
         let ev = decode(&bytes_of(&k)).unwrap();
         assert_eq!(ev, Event::SockState(k));
         assert_eq!(ev.header().ts_ns, 5);
+        let s = TrackerStart {
+            hdr: hdr(kind::TRACKER_START),
+            dev: 0xffff888003f00000,
+            inum: 42,
+            refcnt: 3,
+            name: comm("lo"),
+            no_tracker: 1,
+            _pad: 0,
+        };
+        assert_eq!(decode(&bytes_of(&s)), Ok(Event::TrackerStart(s)));
+        let t = TrackerCall {
+            hdr: hdr(kind::TRACKER_CALL),
+            dev: 0xffff888003f00000,
+            slot: 0xffff888001234560,
+            op: tracker_op::FREE,
+            no_tracker: 1,
+            stack_id: 4,
+            _pad: 0,
+        };
+        assert_eq!(decode(&bytes_of(&t)), Ok(Event::TrackerCall(t)));
+    }
+
+    #[test]
+    fn tracker_call_with_an_unknown_op_is_an_error() {
+        let t = TrackerCall {
+            hdr: hdr(kind::TRACKER_CALL),
+            op: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&bytes_of(&t)),
+            Err(DecodeError::BadField {
+                field: "op",
+                value: 9
+            })
+        );
     }
 
     #[test]

@@ -14,9 +14,16 @@
 //! the references held before arming, or, when none is left, the hold
 //! sharing the most of its call path. The count never depends on this
 //! pairing; only which holds are listed as outstanding does.
+//!
+//! On debug kernels the same ledger is fed by the kernel's ref_tracker
+//! instead (`on_tracker_*`, source `ref_tracker`): every hold and put of a
+//! device goes through `ref_tracker_alloc`/`ref_tracker_free`, so a new
+//! loopback device is counted from its creation without debug registers.
+//! A tracked reference names where its tracker lives (the slot), so its
+//! release pairs exactly; untracked ones (`dev_hold`) pair by call path.
 use std::{collections::HashMap, rc::Rc};
 
-use netns_trace_common::{WatchHit, WatchTarget};
+use netns_trace_common::{tracker_op, Header, TrackerCall, TrackerStart, WatchHit, WatchTarget};
 
 use crate::events::cstr_lossy;
 
@@ -31,6 +38,19 @@ pub struct Site {
     pub pid: u32,
     /// Its kernel time.
     pub last_ns: u64,
+}
+
+impl Site {
+    /// One release, as `last_release`.
+    fn release(stack_id: i32, hdr: &Header) -> Self {
+        Site {
+            stack_id,
+            holds: 1,
+            comm: cstr_lossy(&hdr.comm),
+            pid: hdr.pid,
+            last_ns: hdr.ts_ns,
+        }
+    }
 }
 
 /// What became of a watch request (the loader's answer).
@@ -68,12 +88,34 @@ pub struct Evicted {
     pub name: [u8; 16],
 }
 
+/// What counts a device's references.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Hardware watchpoints on its per-CPU counters.
+    #[default]
+    Watchpoints,
+    /// The kernel's ref_tracker calls (CONFIG_NET_DEV_REFCNT_TRACKER).
+    RefTracker,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Watchpoints => "watchpoints",
+            Source::RefTracker => "ref_tracker",
+        }
+    }
+}
+
 /// Function start addresses of a stack, leaf first (see `Stacks`).
 pub type CallPath = Rc<[u64]>;
 
 /// One hold not yet paired with a release.
 #[derive(Debug, Clone)]
 struct Hold {
+    /// ref_tracker: where the holder keeps its tracker (0: untracked, and
+    /// always 0 for watchpoints).
+    slot: u64,
     stack_id: i32,
     path: CallPath,
     pid: u32,
@@ -83,6 +125,10 @@ struct Hold {
 
 #[derive(Debug, Default)]
 struct Watched {
+    source: Source,
+    /// ref_tracker: `no_tracker` as the last call left it (an upgrade of an
+    /// untracked reference lowers it before its alloc call).
+    no_tracker: Option<i64>,
     inum: u32,
     name: [u8; 16],
     /// Sum of the per-CPU counters at the seed (None: not seeded yet).
@@ -105,6 +151,7 @@ struct Watched {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExactReport {
+    pub source: Source,
     /// References besides the device's own, counted by the watchpoints
     /// (None until the seed has been read).
     pub outstanding: Option<i64>,
@@ -193,6 +240,7 @@ impl ExactLedger {
         for _ in 0..h.delta.unsigned_abs() {
             if h.delta > 0 {
                 w.holds.push(Hold {
+                    slot: 0,
                     stack_id: h.stack_id,
                     path: path.clone(),
                     pid: h.hdr.pid,
@@ -200,18 +248,94 @@ impl ExactLedger {
                     ts_ns: h.hdr.ts_ns,
                 });
             } else {
-                w.release(h.hdr.pid, &path);
+                w.release(h.hdr.pid, &path, |_| true);
             }
         }
         if h.delta < 0 {
-            w.last_release = Some(Site {
-                stack_id: h.stack_id,
-                holds: 1,
-                comm: cstr_lossy(&h.hdr.comm),
-                pid: h.hdr.pid,
-                last_ns: h.hdr.ts_ns,
-            });
+            w.last_release = Some(Site::release(h.stack_id, &h.hdr));
         }
+    }
+
+    /// ref_tracker counts this new device from now; `s.refcnt` is its
+    /// counters' sum at that moment. Returns the references (besides its
+    /// own) already held. A device address seen before is a new device.
+    pub fn on_tracker_start(&mut self, s: &TrackerStart) -> i64 {
+        let pre_arm = i64::from(s.refcnt) - self.own;
+        self.forget(s.dev);
+        self.devices.insert(
+            s.dev,
+            Watched {
+                source: Source::RefTracker,
+                no_tracker: Some(s.no_tracker.into()),
+                inum: s.inum,
+                name: s.name,
+                seed: Some(s.refcnt.into()),
+                pre_arm_left: pre_arm,
+                ..Watched::default()
+            },
+        );
+        pre_arm
+    }
+
+    /// One ref_tracker call on a counted device; `path` is its stack's
+    /// call path. (`EXIT`: the caller forgets the device.)
+    pub fn on_tracker_call(&mut self, c: &TrackerCall, path: CallPath) {
+        let Some(w) = self.devices.get_mut(&c.dev) else {
+            return;
+        };
+        if w.source != Source::RefTracker {
+            return;
+        }
+        let nt = i64::from(c.no_tracker);
+        let hold = || Hold {
+            slot: c.slot,
+            stack_id: c.stack_id,
+            path: path.clone(),
+            pid: c.hdr.pid,
+            comm: cstr_lossy(&c.hdr.comm),
+            ts_ns: c.hdr.ts_ns,
+        };
+        match c.op {
+            tracker_op::ALLOC if c.slot == 0 => {
+                w.no_tracker = Some(nt + 1);
+                w.delta += 1;
+                w.holds.push(hold());
+            }
+            tracker_op::ALLOC => {
+                // netdev_tracker_alloc() turns an untracked reference
+                // (dev_get_by_name) into a tracked one: no_tracker was
+                // lowered just before, and the count does not change.
+                let upgrade = w.no_tracker.is_some_and(|before| nt < before);
+                w.no_tracker = Some(nt);
+                if upgrade {
+                    w.release(c.hdr.pid, &path, |h| h.slot == 0);
+                } else {
+                    w.delta += 1;
+                }
+                w.holds.push(hold());
+            }
+            tracker_op::FREE => {
+                w.delta -= 1;
+                if c.slot == 0 {
+                    w.no_tracker = Some(nt - 1);
+                    w.release(c.hdr.pid, &path, |h| h.slot == 0);
+                } else if let Some(i) = w.holds.iter().position(|h| h.slot == c.slot) {
+                    // The very hold this tracker was allocated for.
+                    w.holds.remove(i);
+                } else if w.pre_arm_left > 0 {
+                    w.pre_arm_left -= 1;
+                } else {
+                    w.unpaired_releases += 1;
+                }
+                w.last_release = Some(Site::release(c.stack_id, &c.hdr));
+            }
+            _ => {}
+        }
+    }
+
+    /// What counts `dev`, if anything does.
+    pub fn source(&self, dev: u64) -> Option<Source> {
+        self.devices.get(&dev).map(|w| w.source)
     }
 
     /// `n` writes to this counter were lost (the perf ring overflowed):
@@ -255,6 +379,7 @@ impl ExactLedger {
         let mut hold_sites: Vec<Site> = sites.into_values().collect();
         hold_sites.sort_by_key(|s| (std::cmp::Reverse(s.holds), std::cmp::Reverse(s.last_ns)));
         Some(ExactReport {
+            source: w.source,
             outstanding: w.seed.map(|s| s + w.delta - self.own),
             pre_arm: w.seed.map(|s| s - self.own),
             pre_arm_left: w.pre_arm_left,
@@ -268,19 +393,19 @@ impl ExactLedger {
 }
 
 impl Watched {
-    /// Pairs one release (by task `pid`, call path `path`) with a hold.
-    fn release(&mut self, pid: u32, path: &[u64]) {
-        let same_task = best_match(&self.holds, path, |h| h.pid == pid);
+    /// Pairs one release (by task `pid`, call path `path`) with a hold
+    /// among those `eligible`.
+    fn release(&mut self, pid: u32, path: &[u64], eligible: impl Fn(&Hold) -> bool + Copy) {
+        let same_task = best_match(&self.holds, path, |h| eligible(h) && h.pid == pid);
         let pick = match same_task {
             Some(i) => Some(i),
             None if self.pre_arm_left > 0 => {
                 self.pre_arm_left -= 1;
                 return;
             }
-            None => best_match(&self.holds, path, |_| true).or(
-                // Nothing shares its path: the oldest hold.
-                (!self.holds.is_empty()).then_some(0),
-            ),
+            // Nothing shares its path: the oldest hold.
+            None => best_match(&self.holds, path, eligible)
+                .or_else(|| self.holds.iter().position(eligible)),
         };
         match pick {
             Some(i) => {
@@ -328,7 +453,7 @@ fn best_match(holds: &[Hold], path: &[u64], eligible: impl Fn(&Hold) -> bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netns_trace_common::{kind, Header, WATCH_MAX_CPUS};
+    use netns_trace_common::{kind, TrackerCall, TrackerStart, WATCH_MAX_CPUS};
 
     fn target(dev: u64, values: &[i32]) -> WatchTarget {
         let mut t = WatchTarget {
@@ -458,6 +583,94 @@ mod tests {
         let r = l.report(0x100).unwrap();
         assert_eq!((r.outstanding, r.unknown_writes), (Some(0), 1));
         assert!(r.hold_sites.is_empty());
+    }
+
+    fn start(l: &mut ExactLedger, refcnt: i32, no_tracker: i32) -> i64 {
+        l.on_tracker_start(&TrackerStart {
+            dev: 0x100,
+            refcnt,
+            no_tracker,
+            ..TrackerStart::default()
+        })
+    }
+
+    fn call(op: u32, slot: u64, no_tracker: i32, stack: i32, pid: u32, ts: u64) -> TrackerCall {
+        TrackerCall {
+            hdr: Header {
+                kind: kind::TRACKER_CALL,
+                pid,
+                ts_ns: ts,
+                ..Header::default()
+            },
+            dev: 0x100,
+            slot,
+            op,
+            no_tracker,
+            stack_id: stack,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn tracker_pairs_tracked_releases_by_slot() {
+        let mut l = ExactLedger::new(1);
+        // Own + the registration's tracked reference.
+        assert_eq!(start(&mut l, 2, 1), 1);
+        let p = path(&[0x10, 0x20]);
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0xa0, 1, 5, 7, 1), p.clone());
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0xb0, 1, 6, 7, 2), p.clone());
+        // Same task, same path: only the slot decides which one goes.
+        l.on_tracker_call(&call(tracker_op::FREE, 0xa0, 1, 9, 7, 3), p.clone());
+        let r = l.report(0x100).unwrap();
+        assert_eq!(r.source, Source::RefTracker);
+        assert_eq!((r.outstanding, r.pre_arm_left), (Some(2), 1));
+        assert_eq!(outstanding_ids(&l), [6]);
+        // A slot never allocated since the start: a reference from before.
+        l.on_tracker_call(&call(tracker_op::FREE, 0xc0, 1, 9, 0, 4), p.clone());
+        let r = l.report(0x100).unwrap();
+        assert_eq!((r.outstanding, r.pre_arm_left), (Some(1), 0));
+        l.on_tracker_call(&call(tracker_op::FREE, 0xc0, 1, 9, 0, 5), p);
+        assert_eq!(l.report(0x100).unwrap().unpaired_releases, 1);
+    }
+
+    #[test]
+    fn tracker_untracked_holds_pair_by_path_and_upgrades_do_not_count() {
+        let mut l = ExactLedger::new(1);
+        start(&mut l, 1, 1);
+        let (init, other) = (path(&[0x10, 0x20]), path(&[0x90, 0x91]));
+        // A bare dev_hold (no_tracker 1 -> 2), then another task's
+        // dev_get_by_name upgraded by netdev_tracker_alloc (2 -> 3 -> 2).
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0, 1, 5, 7, 1), init.clone());
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0, 2, 6, 8, 2), other.clone());
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0xd0, 2, 7, 8, 3), other.clone());
+        let r = l.report(0x100).unwrap();
+        assert_eq!(r.outstanding, Some(2), "the upgrade is not a new reference");
+        let mut ids = outstanding_ids(&l);
+        ids.sort();
+        assert_eq!(ids, [5, 7]);
+        // Task 8 puts its tracked reference; task 7 its bare one.
+        l.on_tracker_call(&call(tracker_op::FREE, 0xd0, 2, 8, 8, 4), other.clone());
+        l.on_tracker_call(&call(tracker_op::FREE, 0, 2, 9, 7, 5), init);
+        let r = l.report(0x100).unwrap();
+        assert_eq!(r.outstanding, Some(0));
+        assert!(r.hold_sites.is_empty());
+        assert_eq!(r.last_release.unwrap().stack_id, 9);
+    }
+
+    #[test]
+    fn tracker_calls_need_a_tracker_counted_device() {
+        let mut l = watched(1, &[1]);
+        // Watched by watchpoints: tracker calls for it are ignored.
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0, 1, 5, 7, 1), path(&[1]));
+        let r = l.report(0x100).unwrap();
+        assert_eq!((r.source, r.outstanding), (Source::Watchpoints, Some(0)));
+        // A new device at the same address replaces it.
+        start(&mut l, 1, 1);
+        assert!(!l.watches_addr(0x1100));
+        assert_eq!(l.source(0x100), Some(Source::RefTracker));
+        l.forget(0x100);
+        l.on_tracker_call(&call(tracker_op::ALLOC, 0, 1, 5, 7, 1), path(&[1]));
+        assert!(l.report(0x100).is_none());
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod perf_ring;
 pub mod plan;
 pub mod report;
 pub mod session;
+pub mod sources;

@@ -214,10 +214,9 @@ mod doctor {
         let mut ebpf = load_programs(&offsets, &config, &mut prepared)?;
         // --exact: the kernel's preconditions, then the verifier's word on
         // the two watchpoint programs.
-        let exact = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
+        let watcher = match crate::trace::exact_unavailable(&prepared, &offsets, &config) {
             Some(why) => Err(why),
             None => crate::watch::Watcher::load(&mut ebpf, prepared.caps.free_refcnt(), false)
-                .map(|_| ())
                 .map_err(|e| format!("the kernel refused the watchpoint programs: {e:#}")),
         };
         crate::attach::attach_all(
@@ -226,9 +225,13 @@ mod doctor {
             &mut prepared.plan,
             false,
         );
+        // Only now: the watcher owns maps (WATCHED_DEVS) that programs
+        // attached above use; closing them first made those loads fail.
+        let exact = watcher.map(drop);
         drop(ebpf); // detach everything
         let plan = &prepared.plan;
         let caps = &prepared.caps;
+        let tracker = netns_trace::sources::tracker_verdict(plan, &offsets, &config);
         let fentry = fentry_verdict(plan);
         let full = plan.full_tracer_possible() && missing.is_empty();
         let mut reasons = plan.degraded_reasons();
@@ -250,6 +253,8 @@ mod doctor {
                 "perf_breakpoint": caps.breakpoint,
                 "kallsyms_addresses": caps.kallsyms_addresses,
                 "ref_tracker": caps.ref_tracker,
+                "ref_tracker_used": tracker.is_ok(),
+                "ref_tracker_reason": tracker.as_ref().err(),
                 "exact": exact.is_ok(),
                 "exact_reason": exact.as_ref().err(),
                 "self_reference_baseline": caps.free_refcnt(),
@@ -274,11 +279,7 @@ mod doctor {
             println!("kallsyms addrs  {}", yn(caps.kallsyms_addresses));
             println!(
                 "ref_tracker     {}",
-                if caps.ref_tracker {
-                    "built in (debug kernel); not read by netns-trace: --exact counts with watchpoints"
-                } else {
-                    "no (CONFIG_NET_DEV_REFCNT_TRACKER off): --exact counts with watchpoints"
-                }
+                tracker_line(caps.ref_tracker, &tracker)
             );
             match &exact {
                 Ok(()) => println!(
@@ -311,6 +312,22 @@ mod doctor {
         } else {
             ExitCode::from(3)
         })
+    }
+
+    /// Whether exact counting goes through the kernel's ref_tracker.
+    fn tracker_line(built_in: bool, verdict: &Result<(), String>) -> String {
+        match (built_in, verdict) {
+            (_, Ok(())) => "yes, read by netns-trace: every new loopback device is counted \
+                 exactly through ref_tracker_alloc/free (no debug registers); watchpoints \
+                 only for devices found stuck that predate the tracer"
+                .into(),
+            (true, Err(why)) => {
+                format!("built in but not read ({why}): --exact counts with watchpoints")
+            }
+            (false, Err(_)) => {
+                "no (CONFIG_NET_DEV_REFCNT_TRACKER off): --exact counts with watchpoints".into()
+            }
+        }
     }
 
     /// "yes", or the kernel's refusal (first fentry/fexit error seen).

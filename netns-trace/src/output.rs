@@ -278,6 +278,8 @@ pub struct DevWaitRec {
 /// The watchpoint ledger of one device (see `exact.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExactRec {
+    /// What counted: `watchpoints` or `ref_tracker` (debug kernels).
+    pub source: &'static str,
     /// References besides the device's own, counted exactly (null until
     /// the counters were read after arming).
     pub outstanding: Option<i64>,
@@ -319,6 +321,8 @@ pub struct WatchRec {
     pub device: String,
     #[serde(serialize_with = "hex")]
     pub dev: u64,
+    /// What counts the device: `watchpoints` or `ref_tracker`.
+    pub source: &'static str,
     #[serde(flatten)]
     pub state: WatchState,
 }
@@ -464,9 +468,23 @@ pub struct LostRec {
     pub counts: LostCounts,
 }
 
+/// The `exact` counting sources chosen at attach.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExactSources {
+    /// For each new loopback device in scope.
+    pub created: &'static str,
+    /// For devices found stuck that the tracker does not already count.
+    pub stuck: &'static str,
+    /// Why ref_tracker is not used (null when it is).
+    pub ref_tracker_unused: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttachRec {
     pub hooks: Vec<HookRow>,
+    /// What `exact` counts with: new loopback devices and devices found
+    /// stuck (`ref_tracker`, `watchpoints` or `off`, with the reason).
+    pub exact_sources: ExactSources,
     pub degraded: bool,
     pub reasons: Vec<String>,
     pub attach_ms: u64,
@@ -782,11 +800,13 @@ fn report_tail(
     out
 }
 
-/// What the watchpoints counted: outstanding references by call site.
+/// What the watchpoints (or ref_tracker) counted: outstanding references
+/// by call site.
 fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
+    let source = x.source;
     let Some(outstanding) = x.outstanding else {
         return vec![format!(
-            "{ind}exact (watchpoints): armed, counters not read yet"
+            "{ind}exact ({source}): armed, counters not read yet"
         )];
     };
     let mut notes = Vec::new();
@@ -808,7 +828,7 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
         format!(" ({})", notes.join(", "))
     };
     let mut out = vec![format!(
-        "{ind}exact (watchpoints): {outstanding} outstanding reference(s){notes}"
+        "{ind}exact ({source}): {outstanding} outstanding reference(s){notes}"
     )];
     for site in &x.hold_sites {
         let frames = shown_frames(&site.stack);
@@ -1075,6 +1095,9 @@ pub fn human(rec: &Record) -> String {
         Record::Watch(r) => {
             let dev = escape(&r.device);
             let d = match &r.state {
+                WatchState::Armed { pre_arm, .. } if r.source == "ref_tracker" => format!(
+                    "{dev} counted through the kernel's ref_tracker ({pre_arm} reference(s) already held)"
+                ),
                 WatchState::Armed {
                     cpus,
                     pre_arm,
@@ -1094,6 +1117,9 @@ pub fn human(rec: &Record) -> String {
                 }
                 WatchState::Evicted { reason } => {
                     format!("{dev} watchpoints closed: {}", escape(reason))
+                }
+                WatchState::Disarmed if r.source == "ref_tracker" => {
+                    format!("{dev} freed: no longer counted")
                 }
                 WatchState::Disarmed => format!("{dev} freed: watchpoints closed"),
             };
@@ -1200,7 +1226,17 @@ pub fn human(rec: &Record) -> String {
             &format!("{} (totals)", r.counts.human()),
         ),
         Record::Attach(r) => {
-            let mut out = vec![render_rows(&r.hooks)];
+            let x = &r.exact_sources;
+            let say = |s: &'static str| if s == "off" { "not counted" } else { s };
+            let mut sources = format!(
+                "exact counting: new loopback devices: {}; devices found stuck: {}",
+                say(x.created),
+                say(x.stuck)
+            );
+            if let Some(why) = &x.ref_tracker_unused {
+                sources += &format!(" (ref_tracker not used: {})", escape(why));
+            }
+            let mut out = vec![render_rows(&r.hooks), sources];
             if r.degraded {
                 out.push(format!("attached in {} ms; DEGRADED:", r.attach_ms));
                 out.extend(r.reasons.iter().map(|x| format!("  - {x}")));
@@ -1501,6 +1537,7 @@ mod tests {
         };
         r.block = true;
         r.exact = Some(ExactRec {
+            source: "watchpoints",
             outstanding: Some(1),
             pre_arm: Some(11),
             pre_arm_left: 0,
@@ -1525,6 +1562,7 @@ mod tests {
         );
         // Released: who let go last.
         r.exact = Some(ExactRec {
+            source: "ref_tracker",
             outstanding: Some(0),
             hold_sites: vec![],
             last_release: Some(site(
@@ -1549,6 +1587,7 @@ mod tests {
                 netns: 7,
                 device: "lo".into(),
                 dev: 0x10,
+                source: "watchpoints",
                 state: WatchState::Armed {
                     cpus: 2,
                     pre_arm: 11,
@@ -1559,7 +1598,7 @@ mod tests {
         };
         assert_eq!(
             json_line(&armed("bpf", None)),
-            r#"{"type":"watch","time":2.0,"netns":7,"device":"lo","dev":"0x10","state":"armed","cpus":2,"pre_arm":11,"via":"bpf"}"#
+            r#"{"type":"watch","time":2.0,"netns":7,"device":"lo","dev":"0x10","source":"watchpoints","state":"armed","cpus":2,"pre_arm":11,"via":"bpf"}"#
         );
         let ring = armed("perf_ring", Some("SET_BPF refused"));
         assert!(json_line(&ring).ends_with(r#""via":"perf_ring","reason":"SET_BPF refused"}"#));
@@ -1954,6 +1993,11 @@ mod tests {
                 method: "-".into(),
                 note: "no kprobe support".into(),
             }],
+            exact_sources: ExactSources {
+                created: "watchpoints",
+                stuck: "watchpoints",
+                ref_tracker_unused: Some("ref_tracker_alloc: not in kallsyms".into()),
+            },
             degraded: true,
             reasons: vec!["copy_net_ns: no kprobe support; using unshare instead".into()],
             attach_ms: 42,
@@ -1965,12 +2009,13 @@ mod tests {
         });
         assert_eq!(
             json_line(&rec),
-            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7}}"#
+            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"ref_tracker_alloc: not in kallsyms"},"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7}}"#
         );
         assert_eq!(
             human(&rec),
             "HOOK         SYMBOL       STATUS  METHOD  NOTE\n\
              copy_net_ns  copy_net_ns  found   -       no kprobe support\n\
+             exact counting: new loopback devices: watchpoints; devices found stuck: watchpoints (ref_tracker not used: ref_tracker_alloc: not in kallsyms)\n\
              attached in 42 ms; DEGRADED:\n  \
              - copy_net_ns: no kprobe support; using unshare instead"
         );

@@ -63,6 +63,9 @@ pub enum Role {
     Fallback { replaces: &'static [&'static str] },
     /// Expected to be inlined; never attached, only reported.
     Info,
+    /// Attached when the kernel has it (debug builds); its absence
+    /// degrades nothing.
+    Optional,
 }
 
 #[derive(Debug)]
@@ -362,6 +365,53 @@ pub static HOOKS: &[Hook] = &[
             tp("wq_end_tp", Tracepoint, "workqueue/workqueue_execute_end"),
         ]],
     },
+    // The kernel's reference tracker (CONFIG_NET_DEV_REFCNT_TRACKER, debug
+    // builds): every device hold and put goes through these, so they count
+    // new loopback devices exactly without debug registers. All three or
+    // none (see `Plan::tracker_attached`).
+    Hook {
+        name: "ref_tracker_alloc",
+        symbols: &["ref_tracker_alloc"],
+        purpose: "device references taken (debug kernels)",
+        role: Role::Optional,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("ref_tracker_alloc_fentry", Fentry)],
+            &[f("ref_tracker_alloc_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "ref_tracker_free",
+        symbols: &["ref_tracker_free"],
+        purpose: "device references given back (debug kernels)",
+        role: Role::Optional,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("ref_tracker_free_fentry", Fentry)],
+            &[f("ref_tracker_free_kprobe", Kprobe)],
+        ],
+    },
+    Hook {
+        name: "ref_tracker_dir_exit",
+        symbols: &["ref_tracker_dir_exit"],
+        purpose: "tracked devices freed (debug kernels)",
+        role: Role::Optional,
+        expect_inline: false,
+        needs_abi: true,
+        alternatives: &[
+            &[f("ref_tracker_dir_exit_fentry", Fentry)],
+            &[f("ref_tracker_dir_exit_kprobe", Kprobe)],
+        ],
+    },
+];
+
+/// The hooks the tracker ledger needs, all attached.
+pub const TRACKER_HOOKS: [&str; 3] = [
+    "ref_tracker_alloc",
+    "ref_tracker_free",
+    "ref_tracker_dir_exit",
 ];
 
 /// What the running kernel can do, as probed by the loader.
@@ -624,6 +674,56 @@ impl Plan {
             .filter(|h| h.hook.role == Role::Core && !h.candidates.is_empty())
     }
 
+    /// Optional hooks with candidates: attached after the core ones.
+    pub fn optional(&self) -> impl Iterator<Item = &HookPlan> {
+        self.hooks
+            .iter()
+            .filter(|h| h.hook.role == Role::Optional && !h.candidates.is_empty())
+    }
+
+    /// Every ref_tracker hook attached (or verified in a dry run): new
+    /// loopback devices are counted through the kernel's tracker.
+    pub fn tracker_attached(&self) -> bool {
+        TRACKER_HOOKS
+            .iter()
+            .all(|n| self.hook(n).is_some_and(|h| h.chosen().is_some()))
+    }
+
+    /// Why the tracker is not used, if it is not (one sentence), after the
+    /// attach outcomes are recorded.
+    pub fn tracker_unused(&self) -> Option<String> {
+        let mut why: Vec<(&str, String)> = Vec::new();
+        for name in TRACKER_HOOKS {
+            let Some(h) = self.hook(name) else { continue };
+            if h.chosen().is_some() {
+                continue;
+            }
+            let reason = match (&h.skip, h.outcomes.is_empty()) {
+                // Every stock kernel: say it once, plainly.
+                (Some(_), _) if h.status == SymbolStatus::Absent => {
+                    "not in this kernel (CONFIG_NET_DEV_REFCNT_TRACKER off)".into()
+                }
+                (Some(skip), _) => skip.clone(),
+                (None, true) => "not attached".into(),
+                // lib/ is compiled without ftrace: no fentry site, and kprobe
+                // events refuse functions without one (EINVAL).
+                (None, false) if h.status == SymbolStatus::FoundNotrace => {
+                    "notrace (lib/ is built without ftrace) and the kernel refused a kprobe \
+                     on it: kprobes on notrace functions need CONFIG_KPROBE_EVENTS_ON_NOTRACE=y"
+                        .into()
+                }
+                (None, false) => "attach failed".into(),
+            };
+            why.push((name, reason));
+        }
+        // One sentence when the hooks share their reason (the usual case).
+        if why.len() == TRACKER_HOOKS.len() && why.iter().all(|(_, r)| *r == why[0].1) {
+            return Some(format!("{}: {}", TRACKER_HOOKS.join(", "), why[0].1));
+        }
+        let parts: Vec<String> = why.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     /// Fallback hooks whose core hook has no method (call after the core
     /// outcomes are recorded). Each has at least one candidate.
     pub fn needed_fallbacks(&self) -> Vec<&HookPlan> {
@@ -722,7 +822,10 @@ fn plan_hook(hp: &mut HookPlan, caps: &Capabilities, cleanup_addr: Option<u64>, 
     let mut target = hp.symbol.clone();
     match &hp.status {
         SymbolStatus::Absent | SymbolStatus::Inlined => {
-            hp.skip = Some("not in kallsyms".into());
+            hp.skip = Some(match hook.role {
+                Role::Optional => "not in kallsyms (optional: nothing degrades)".into(),
+                _ => "not in kallsyms".into(),
+            });
             return;
         }
         SymbolStatus::OnlyClone(c) if hook.needs_abi => {
@@ -995,26 +1098,29 @@ mod tests {
         let mut plan = Plan::new(ALL, &s, Some(&t));
         let before = plan.render_table();
         let expected = "\
-HOOK                 SYMBOL                                       STATUS      METHOD            NOTE
-copy_net_ns          copy_net_ns                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
-cleanup_net          cleanup_net                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
-__put_net            __put_net                                    found       fentry            planned; fallback kprobe
-rtnl_unlock          rtnl_unlock                                  found       kprobe+kretprobe  planned; fallback fentry+fexit
-netdev_run_todo      netdev_run_todo                              found       fentry+fexit      planned; fallback kprobe+kretprobe
-netdev_refcnt_read   netdev_refcnt_read                           found       fexit             planned; fallback kprobe+kretprobe
-dst_init             dst_init                                     found       fentry            planned; fallback kprobe
-dst_alloc            dst_alloc                                    found       fexit             planned; fallback kretprobe
-dst_destroy          dst_destroy                                  found       fentry            planned; fallback kprobe
-dst_dev_put          dst_dev_put                                  found       fentry            planned; fallback kprobe
-__neigh_create       __neigh_create                               found       fexit             planned; fallback kprobe+kretprobe
-neigh_destroy        neigh_destroy                                found       fentry            planned; fallback kprobe
-sock_state           sock:inet_sock_set_state                     tracepoint  tracepoint        planned
-netdev_wait_allrefs  netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -                 inlined (expected); not hookable
-dev_hold             dev_hold                                     inlined     -                 inlined (expected); not hookable
-netdev_hold          netdev_hold                                  inlined     -                 inlined (expected); not hookable
-unshare              syscalls:sys_enter_unshare                   tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
-fork                 sched_process_fork                           tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
-workqueue            workqueue:workqueue_execute_start            tracepoint  -                 standby: used only if cleanup_net cannot be hooked";
+HOOK                  SYMBOL                                       STATUS      METHOD            NOTE
+copy_net_ns           copy_net_ns                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
+cleanup_net           cleanup_net                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
+__put_net             __put_net                                    found       fentry            planned; fallback kprobe
+rtnl_unlock           rtnl_unlock                                  found       kprobe+kretprobe  planned; fallback fentry+fexit
+netdev_run_todo       netdev_run_todo                              found       fentry+fexit      planned; fallback kprobe+kretprobe
+netdev_refcnt_read    netdev_refcnt_read                           found       fexit             planned; fallback kprobe+kretprobe
+dst_init              dst_init                                     found       fentry            planned; fallback kprobe
+dst_alloc             dst_alloc                                    found       fexit             planned; fallback kretprobe
+dst_destroy           dst_destroy                                  found       fentry            planned; fallback kprobe
+dst_dev_put           dst_dev_put                                  found       fentry            planned; fallback kprobe
+__neigh_create        __neigh_create                               found       fexit             planned; fallback kprobe+kretprobe
+neigh_destroy         neigh_destroy                                found       fentry            planned; fallback kprobe
+sock_state            sock:inet_sock_set_state                     tracepoint  tracepoint        planned
+netdev_wait_allrefs   netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -                 inlined (expected); not hookable
+dev_hold              dev_hold                                     inlined     -                 inlined (expected); not hookable
+netdev_hold           netdev_hold                                  inlined     -                 inlined (expected); not hookable
+unshare               syscalls:sys_enter_unshare                   tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
+fork                  sched_process_fork                           tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
+workqueue             workqueue:workqueue_execute_start            tracepoint  -                 standby: used only if cleanup_net cannot be hooked
+ref_tracker_alloc     ref_tracker_alloc                            absent      -                 not in kallsyms (optional: nothing degrades)
+ref_tracker_free      ref_tracker_free                             absent      -                 not in kallsyms (optional: nothing degrades)
+ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -                 not in kallsyms (optional: nothing degrades)";
         assert_eq!(before, expected);
         plan.record(
             "copy_net_ns",
@@ -1054,6 +1160,117 @@ workqueue            workqueue:workqueue_execute_start            tracepoint  - 
             j,
             r#"{"hook":"netdev_wait_allrefs","symbol":"netdev_wait_allrefs_any|netdev_wait_allrefs","status":"inlined","method":"-","note":"inlined (expected); not hookable"}"#
         );
+    }
+
+    /// Debian's symbols plus the tracker's (a CONFIG_NET_DEV_REFCNT_TRACKER
+    /// build).
+    fn debug_kernel() -> (Symbols, FilterFunctions) {
+        let (s, _) = debian();
+        let mut k = String::new();
+        let mut names: Vec<String> = Vec::new();
+        for h in HOOKS.iter().filter(|h| h.role != Role::Info) {
+            let sym = h.symbols[0];
+            if s.contains_function(sym) || TRACKER_HOOKS.contains(&h.name) {
+                k += &format!("ffffffff81{:06x} T {sym}\n", names.len() * 0x100);
+                names.push(sym.to_string());
+            }
+        }
+        (
+            Symbols::parse(&k),
+            FilterFunctions::parse(&names.join("\n")),
+        )
+    }
+
+    #[test]
+    fn ref_tracker_is_optional_and_needs_all_three_hooks() {
+        let (s, t) = debug_kernel();
+        let mut plan = Plan::new(ALL, &s, Some(&t));
+        for h in TRACKER_HOOKS {
+            assert_eq!(methods(&plan, h), ["fentry", "kprobe"], "{h}");
+        }
+        assert_eq!(plan.optional().count(), 3);
+        assert!(plan.full_tracer_possible());
+        assert!(!plan.tracker_attached());
+        plan.record("ref_tracker_alloc", Outcome::Attached { alternative: 0 })
+            .unwrap();
+        plan.record("ref_tracker_free", Outcome::Attached { alternative: 1 })
+            .unwrap();
+        plan.record(
+            "ref_tracker_dir_exit",
+            Outcome::Failed {
+                alternative: 0,
+                error: "EBUSY".into(),
+            },
+        )
+        .unwrap();
+        assert!(!plan.tracker_attached());
+        assert_eq!(
+            plan.tracker_unused().as_deref(),
+            Some("ref_tracker_dir_exit: attach failed")
+        );
+        // A failed optional hook is a note, never a degradation.
+        assert!(plan.degraded_reasons().is_empty());
+        let row = plan
+            .rows()
+            .into_iter()
+            .find(|r| r.hook == "ref_tracker_dir_exit")
+            .unwrap();
+        assert_eq!(row.note, "fentry failed: EBUSY");
+        plan.record("ref_tracker_dir_exit", Outcome::Attached { alternative: 1 })
+            .unwrap();
+        assert!(plan.tracker_attached());
+        assert_eq!(plan.tracker_unused(), None);
+    }
+
+    #[test]
+    fn ref_tracker_notrace_refusal_names_the_config_option() {
+        // What distribution debug kernels do: lib/ has no ftrace sites, and
+        // kprobe events refuse notrace functions.
+        let (s, _) = debug_kernel();
+        let t = FilterFunctions::parse("copy_net_ns\n");
+        let mut plan = Plan::new(ALL, &s, Some(&t));
+        assert_eq!(methods(&plan, "ref_tracker_alloc"), ["kprobe"]);
+        for h in TRACKER_HOOKS {
+            plan.record(
+                h,
+                Outcome::Failed {
+                    alternative: 1,
+                    error: "perf_event_open failed: Invalid argument".into(),
+                },
+            )
+            .unwrap();
+        }
+        let why = plan.tracker_unused().unwrap();
+        assert!(
+            why.starts_with(
+                "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: notrace \
+                 (lib/ is built without ftrace)"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("CONFIG_KPROBE_EVENTS_ON_NOTRACE=y"), "{why}");
+    }
+
+    #[test]
+    fn ref_tracker_on_this_host_degrades_with_a_sentence() {
+        // The tracker's symbols are there, but neither kprobes nor fentry.
+        let (s, t) = debug_kernel();
+        let plan = Plan::new(HOST, &s, Some(&t));
+        assert_eq!(plan.optional().count(), 0);
+        assert_eq!(
+            plan.tracker_unused().unwrap(),
+            "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: \
+             no fentry or kprobe support"
+        );
+        // Debian kernels: absent, and nothing degrades for it.
+        let (s, t) = debian();
+        let plan = Plan::new(ALL, &s, Some(&t));
+        assert_eq!(
+            plan.tracker_unused().unwrap(),
+            "ref_tracker_alloc, ref_tracker_free, ref_tracker_dir_exit: \
+             not in this kernel (CONFIG_NET_DEV_REFCNT_TRACKER off)"
+        );
+        assert!(plan.full_tracer_possible());
     }
 
     #[test]

@@ -8,10 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use netns_trace_common::{create_source, dev_wait_flags, phase, DevWait, Header};
+use netns_trace_common::{create_source, dev_wait_flags, phase, tracker_op, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
-use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Via};
+use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Source, Via};
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
@@ -204,6 +204,14 @@ impl Session {
         let _ = self.stack(id);
     }
 
+    /// The call path of stack `id` (empty when unknown).
+    fn call_path(&mut self, id: i32) -> CallPath {
+        match (&mut self.resolver, id >= 0) {
+            (Some(r), true) => r.0.call_path(id),
+            _ => CallPath::from([]),
+        }
+    }
+
     fn stack(&mut self, id: i32) -> Vec<String> {
         match (&mut self.resolver, id >= 0) {
             (Some(r), true) => r.0.frames(id),
@@ -224,6 +232,7 @@ impl Session {
         let hold_sites = r.hold_sites.iter().map(&mut site).collect();
         let last_release = r.last_release.as_ref().map(&mut site);
         Some(ExactRec {
+            source: r.source.as_str(),
             outstanding: r.outstanding,
             pre_arm: r.pre_arm,
             pre_arm_left: r.pre_arm_left,
@@ -236,11 +245,24 @@ impl Session {
     }
 
     fn watch_rec(&self, ts_ns: u64, dev: u64, inum: u32, name: &[u8], state: WatchState) -> Record {
+        self.watch_rec_from(Source::Watchpoints, ts_ns, dev, inum, name, state)
+    }
+
+    fn watch_rec_from(
+        &self,
+        source: Source,
+        ts_ns: u64,
+        dev: u64,
+        inum: u32,
+        name: &[u8],
+        state: WatchState,
+    ) -> Record {
         Record::Watch(WatchRec {
             time_ns: self.rel(ts_ns),
             netns: inum,
             device: cstr_lossy(name),
             dev,
+            source: source.as_str(),
             state,
         })
     }
@@ -694,6 +716,42 @@ impl Session {
                 let (inum, name) = self.exact.forget(d.dev)?;
                 Some(self.watch_rec(d.hdr.ts_ns, d.dev, inum, &name, WatchState::Disarmed))
             }
+            Event::TrackerStart(t) => {
+                // A new lo counted through ref_tracker from its creation:
+                // the `watch` record says so (no CPUs, no budget).
+                let pre_arm = self.exact.on_tracker_start(&t);
+                Some(self.watch_rec_from(
+                    Source::RefTracker,
+                    t.hdr.ts_ns,
+                    t.dev,
+                    t.inum,
+                    &t.name,
+                    WatchState::Armed {
+                        cpus: 0,
+                        pre_arm,
+                        via: "bpf",
+                        reason: None,
+                    },
+                ))
+            }
+            Event::TrackerCall(c) if c.op == tracker_op::EXIT => {
+                // The device is being freed.
+                let (inum, name) = self.exact.forget(c.dev)?;
+                Some(self.watch_rec_from(
+                    Source::RefTracker,
+                    c.hdr.ts_ns,
+                    c.dev,
+                    inum,
+                    &name,
+                    WatchState::Disarmed,
+                ))
+            }
+            Event::TrackerCall(c) => {
+                let path = self.call_path(c.stack_id);
+                self.warm_stack(c.stack_id);
+                self.exact.on_tracker_call(&c, path);
+                None
+            }
             Event::WatchHit(h) => {
                 log::debug!(
                     "watch hit {:#x} value {} delta {} by {} ({})",
@@ -704,10 +762,7 @@ impl Session {
                     cstr_lossy(&h.hdr.comm)
                 );
                 if self.exact.watches_addr(h.addr) {
-                    let path = match (&mut self.resolver, h.stack_id >= 0) {
-                        (Some(r), true) => r.0.call_path(h.stack_id),
-                        _ => CallPath::from([]),
-                    };
+                    let path = self.call_path(h.stack_id);
                     // Named now, while the code is there (see warm_stack).
                     self.warm_stack(h.stack_id);
                     self.exact.on_hit(&h, path);
@@ -828,7 +883,8 @@ mod tests {
     use crate::kallsyms::Symbols;
     use crate::output::{human, json_line};
     use netns_trace_common::{
-        kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, RunTodo,
+        kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, RunTodo, TrackerCall,
+        TrackerStart,
     };
 
     const T0: u64 = 1_000_000_000_000;
@@ -1029,6 +1085,64 @@ mod tests {
         };
         assert!(sum.devices_still_waiting.is_empty());
         assert!(sum.netns_pending.is_empty());
+    }
+
+    fn tracker(t: u64, op: u32, slot: u64, no_tracker: i32) -> Event {
+        Event::TrackerCall(TrackerCall {
+            hdr: hdr(kind::TRACKER_CALL, t, 157, "insmod"),
+            dev: 0xffff888003f00000,
+            slot,
+            op,
+            no_tracker,
+            stack_id: -1,
+            _pad: 0,
+        })
+    }
+
+    #[test]
+    fn ref_tracker_counts_a_new_lo_into_dev_wait() {
+        let mut s = session(vec![], vec![]);
+        let start = TrackerStart {
+            hdr: hdr(kind::TRACKER_START, S, 812, "dockerd"),
+            dev: 0xffff888003f00000,
+            inum: 11,
+            refcnt: 2,
+            name: c("lo"),
+            no_tracker: 1,
+            _pad: 0,
+        };
+        let r = s.on_event(Event::TrackerStart(start)).unwrap();
+        assert_eq!(
+            json_line(&r),
+            r#"{"type":"watch","time":1.0,"netns":11,"device":"lo","dev":"0xffff888003f00000","source":"ref_tracker","state":"armed","cpus":0,"pre_arm":1,"via":"bpf"}"#
+        );
+        // A bare dev_hold, and the registration's tracked reference put.
+        assert!(s
+            .on_event(tracker(2 * S, tracker_op::ALLOC, 0, 1))
+            .is_none());
+        s.on_event(tracker(3 * S, tracker_op::FREE, 0xffff888003f00f00, 2));
+        let Record::DevWait(d) = s.on_event(dev_wait(4 * S, 11, 2, 0, 4 * S, 0)).unwrap() else {
+            panic!()
+        };
+        let x = d.exact.unwrap();
+        assert_eq!(
+            (x.source, x.outstanding, x.pre_arm_left),
+            ("ref_tracker", Some(1), 0)
+        );
+        assert_eq!(x.hold_sites.len(), 1);
+        assert_eq!(x.hold_sites[0].comm, "insmod");
+        s.on_event(tracker(5 * S, tracker_op::FREE, 0, 2));
+        let Record::DevReleased(d) = s
+            .on_event(dev_wait(6 * S, 11, 1, dev_wait_flags::RELEASED, 4 * S, 0))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(d.exact.unwrap().outstanding, Some(0));
+        // Freed: no longer counted.
+        let r = s.on_event(tracker(7 * S, tracker_op::EXIT, 0, 1)).unwrap();
+        assert!(json_line(&r).contains(r#""source":"ref_tracker","state":"disarmed""#));
+        assert!(s.on_event(tracker(8 * S, tracker_op::EXIT, 0, 1)).is_none());
     }
 
     #[test]

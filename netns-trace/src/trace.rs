@@ -19,6 +19,7 @@ use netns_trace::{
     output::{AttachPhases, AttachRec, HumanStyle, LostCounts, Record, Renderer},
     report::{self, CommandOutcome, KernelInfo, Policy, ReportBuilder},
     session::{Session, SessionConfig},
+    sources::{exact_sources, tracker_verdict},
 };
 use netns_trace_common::{exact_mode, mode, stat, Config, Offsets};
 use tokio::{
@@ -358,14 +359,24 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         .is_some_and(|h| h.chosen().is_some());
     let destroy_seen = plan.hook("__put_net").is_some_and(|h| h.chosen().is_some());
     let degraded = !plan.full_tracer_possible() || !missing.is_empty();
-    if !creation_exact {
+    let tracker = tracker_verdict(plan, &offsets, &config);
+    {
         let mut modes: Array<_, u32> = Array::try_from(
             ebpf.map_mut("MODE")
                 .ok_or_else(|| anyhow!("map MODE missing"))?,
         )?;
-        modes
-            .set(mode::DEGRADED, 1, 0)
-            .context("setting degraded mode")?;
+        if !creation_exact {
+            modes
+                .set(mode::DEGRADED, 1, 0)
+                .context("setting degraded mode")?;
+        }
+        // Only with all three tracker hooks in: a device counted from its
+        // creation must have every hold, put and its end seen.
+        if tracker.is_ok() && !opts.dry_run {
+            modes
+                .set(mode::TRACKER, 1, 0)
+                .context("switching on the ref_tracker ledger")?;
+        }
     }
     let mut reasons = plan.degraded_reasons();
     reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
@@ -409,6 +420,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
     out.write(&Record::Attach(AttachRec {
         hooks: plan.rows(),
+        exact_sources: exact_sources(&tracker, &config, watcher.is_some()),
         degraded,
         reasons: reasons.clone(),
         attach_ms,

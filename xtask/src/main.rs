@@ -2,6 +2,7 @@
 //! `cargo xtask bench`.
 mod bench;
 mod bench_report;
+mod reftrack;
 mod setup;
 mod test;
 mod vm;

@@ -32,6 +32,14 @@ const APT_PACKAGES: &[&str] = &[
     // docker scenario's initramfs from the host (ldd).
     "libdevmapper1.02.1",
     "libseccomp2",
+    // Building the 6.12-reftrack test kernel (xtask/src/reftrack.rs).
+    "build-essential",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "xz-utils",
 ];
 
 /// Validates deploy/*.yaml against the official Kubernetes schema; the
@@ -49,7 +57,7 @@ pub fn run() -> Result<()> {
     rust_toolchain()?;
     bpf_linker()?;
     kube_validator()?;
-    for (short, _) in KERNELS {
+    for short in vm_kernels() {
         ensure_kernel(short)?;
     }
     ensure_docker()?;
@@ -206,37 +214,52 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
-/// One extracted test kernel: image plus a usable headers tree.
-pub struct Kernel {
-    pub short: String,
-    pub abi: String,
-    pub root: PathBuf,
+/// Every kernel `vm-test --kernel all` boots: Debian's, then the one built
+/// here with ref_tracker.
+pub fn vm_kernels() -> Vec<&'static str> {
+    let mut all: Vec<&str> = KERNELS.iter().map(|(s, _)| *s).collect();
+    all.push(crate::reftrack::SHORT);
+    all
 }
 
-impl Kernel {
-    pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join(format!("boot/vmlinuz-{}", self.abi))
+/// One test kernel: image plus a tree to build modules against.
+pub struct Kernel {
+    pub short: String,
+    /// Its name in file names (the Debian ABI string, or the short name).
+    pub abi: String,
+    pub vmlinuz: PathBuf,
+    pub headers: PathBuf,
+}
+
+/// One test kernel by its short name: Debian's, downloaded and extracted,
+/// or the ref_tracker one, built.
+pub fn ensure_kernel(short: &str) -> Result<Kernel> {
+    if short == crate::reftrack::SHORT {
+        return crate::reftrack::ensure();
     }
-    pub fn headers(&self) -> PathBuf {
-        self.root
-            .join(format!("usr/src/linux-headers-{}", self.abi))
-    }
+    ensure_debian_kernel(short)
 }
 
 /// Download and extract one kernel (image, headers, -common headers, kbuild)
 /// into `.cache/kernels/<abi>/root`, unless a marker says it is done.
-pub fn ensure_kernel(short: &str) -> Result<Kernel> {
+fn ensure_debian_kernel(short: &str) -> Result<Kernel> {
     let abi = KERNELS
         .iter()
         .find(|(s, _)| *s == short)
         .map(|(_, a)| a.to_string())
-        .with_context(|| format!("unknown kernel {short} (known: 6.1, 6.12)"))?;
+        .with_context(|| {
+            format!(
+                "unknown kernel {short} (known: {})",
+                vm_kernels().join(", ")
+            )
+        })?;
     let dir = cache_dir().join("kernels").join(&abi);
     let root = dir.join("root");
     let kernel = Kernel {
         short: short.to_string(),
         abi: abi.clone(),
-        root: root.clone(),
+        vmlinuz: root.join(format!("boot/vmlinuz-{abi}")),
+        headers: root.join(format!("usr/src/linux-headers-{abi}")),
     };
     let marker = dir.join(".extracted");
     if marker.exists() {
@@ -260,12 +283,12 @@ pub fn ensure_kernel(short: &str) -> Result<Kernel> {
     }
     // The headers Makefile includes the -common tree by absolute /usr/src path;
     // point it at our copy (scripts/tools are relative symlinks and just work).
-    let makefile = kernel.headers().join("Makefile");
+    let makefile = kernel.headers.join("Makefile");
     let text = std::fs::read_to_string(&makefile)?;
     let fixed = text.replace("/usr/src/", &format!("{}/usr/src/", root.display()));
     std::fs::write(&makefile, fixed)?;
-    if !kernel.vmlinuz().exists() {
-        bail!("{} missing after extraction", kernel.vmlinuz().display());
+    if !kernel.vmlinuz.exists() {
+        bail!("{} missing after extraction", kernel.vmlinuz.display());
     }
     std::fs::remove_dir_all(&debs)?;
     std::fs::write(&marker, "")?;

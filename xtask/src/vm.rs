@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
-    /// 6.1, 6.12 or all.
+    /// 6.1, 6.12, 6.12-reftrack (built here with CONFIG_NET_DEV_REFCNT_TRACKER)
+    /// or all.
     #[arg(long, default_value = "all")]
     pub kernel: String,
     /// churn, hold (alias stuck), neigh, dst, tcpsock, late, docker, or all.
@@ -100,7 +101,7 @@ const STAND_IN: &str = "#!/bin/sh\n# Stand-in tracer: ready at once, no events.\
 
 pub fn run(args: VmTestArgs) -> Result<()> {
     let shorts: Vec<&str> = match args.kernel.as_str() {
-        "all" => setup::KERNELS.iter().map(|(s, _)| *s).collect(),
+        "all" => setup::vm_kernels(),
         k => vec![k],
     };
     let scenarios: Vec<&str> = match args.scenario.as_str() {
@@ -125,6 +126,17 @@ pub fn run(args: VmTestArgs) -> Result<()> {
     };
     let (mut passed, mut failed) = (0, 0);
     for k in &kernels {
+        // The built kernel runs only the scenarios its config is for,
+        // unless one is asked for by name.
+        let scenarios: Vec<&str> = scenarios
+            .iter()
+            .copied()
+            .filter(|s| {
+                k.short != crate::reftrack::SHORT
+                    || args.scenario != "all"
+                    || crate::reftrack::SCENARIOS.contains(s)
+            })
+            .collect();
         let module = build_module(k)?;
         let plain = scenarios.iter().any(|s| *s != "docker");
         let cpio = match plain {
@@ -133,8 +145,15 @@ pub fn run(args: VmTestArgs) -> Result<()> {
         };
         // Its own initramfs, so the other scenarios do not carry Docker.
         let docker_cpio = match &docker {
-            Some(root) => Some(build_initramfs(k, &module, &args, Some(root))?),
-            None => None,
+            Some(root) if scenarios.contains(&"docker") => {
+                Some(build_initramfs(k, &module, &args, Some(root))?)
+            }
+            _ => None,
+        };
+        // What counts `exact` references on this kernel.
+        let source = match k.short == crate::reftrack::SHORT {
+            true => "ref_tracker",
+            false => "watchpoints",
         };
         for sc in &scenarios {
             let cpio = match *sc {
@@ -148,11 +167,15 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                 Ok(match *sc {
                     "churn" => vm_assert::check_churn(&run),
                     "hold" => vm_assert::check_pinned(&run, vm_assert::Holder::Bare),
+                    "neigh" if source == "ref_tracker" => {
+                        vm_assert::check_pinned(&run, vm_assert::Holder::Neighbour)
+                            .and_then(|a| Ok(format!("{a}; {}", vm_assert::check_tracker(&run)?)))
+                    }
                     "neigh" => vm_assert::check_pinned(&run, vm_assert::Holder::Neighbour),
                     "dst" => vm_assert::check_pinned(&run, vm_assert::Holder::Dst),
                     "late" => vm_assert::check_late(&run),
-                    "exact" => vm_assert::check_exact(&run, "hold"),
-                    "exact-neigh" => vm_assert::check_exact(&run, "neigh"),
+                    "exact" => vm_assert::check_exact(&run, "hold", source),
+                    "exact-neigh" => vm_assert::check_exact(&run, "neigh", source),
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
                     "exact-fallback" => vm_assert::check_exact_fallback(&run),
@@ -272,7 +295,7 @@ pub fn build_module(k: &Kernel) -> Result<PathBuf> {
         Command::new("make")
             .arg("-s")
             .arg("-C")
-            .arg(k.headers())
+            .arg(&k.headers)
             .arg(format!("M={}", dir.display())),
     )?;
     Ok(dir.join("netns_leak.ko"))
@@ -540,7 +563,7 @@ pub fn boot_with(k: &Kernel, cpio: &Path, scenario: &str, o: &BootOpts) -> Resul
         .args(["-accel", "tcg", "-cpu", "max"])
         .args(["-m", &o.mem_mb.to_string(), "-smp", &o.smp.to_string()])
         .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(k.vmlinuz())
+        .arg(&k.vmlinuz)
         .arg("-initrd")
         .arg(cpio)
         .arg("-append")

@@ -160,6 +160,25 @@ fn waiting_lines(dmesg: &[String]) -> impl Iterator<Item = (usize, i64)> + '_ {
     })
 }
 
+/// The innermost frame of each stack the kernel's own ref_tracker printed
+/// for lo in the wait loop ("ref_tracker: lo@... has 1/1 users at" and the
+/// frames, `\x0a`-escaped in dmesg), without the `/size` suffix:
+/// `___neigh_create+0x211`.
+pub fn kernel_tracker_frames(dmesg: &[String]) -> Vec<String> {
+    dmesg
+        .iter()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("ref_tracker: lo@")?;
+            let (_, frames) = rest.split_once("users at")?;
+            let frame = frames
+                .split("\\x0a")
+                .map(str::trim)
+                .find(|f| !f.is_empty())?;
+            Some(frame.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
 /// Seconds of a "[  12.345678] message" dmesg line.
 fn dmesg_time(line: &str) -> Option<f64> {
     let rest = line.trim_start().strip_prefix('[')?;
@@ -356,7 +375,7 @@ pub fn check_exact_churn(run: &Run, budget: usize) -> Result<String, String> {
 /// the watch record says so, and every write's sign was decoded from its
 /// instruction (none unknown, none lost) while the leak was held.
 pub fn check_exact_fallback(run: &Run) -> Result<String, String> {
-    let summary = check_exact(run, "hold")?;
+    let summary = check_exact(run, "hold", "watchpoints")?;
     let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
     let watch = run
         .of_type("watch")
@@ -385,7 +404,9 @@ pub fn check_exact_fallback(run: &Run) -> Result<String, String> {
 /// count minus the device's own, and the outstanding hold is attributed to
 /// a call site whose stack goes through the module (`hold`, a bare
 /// dev_hold nobody else can name) or the neighbour creation path (`neigh`).
-pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
+/// `source`: what must have counted (`watchpoints`, or `ref_tracker` on
+/// the kernel built with CONFIG_NET_DEV_REFCNT_TRACKER).
+pub fn check_exact(run: &Run, mode: &str, source: &str) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
     let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
@@ -396,9 +417,10 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         .of_type("watch")
         .find(|v| v["netns"].as_u64() == Some(inode))
         .ok_or("no watch record for the namespace's lo")?;
-    if watch["state"] != "armed" {
-        return Err(format!("watchpoints not armed: {watch}"));
+    if watch["state"] != "armed" || watch["source"] != source {
+        return Err(format!("lo not counted by {source}: {watch}"));
     }
+    check_sources_announced(run, source)?;
     let waits: Vec<&Value> = run
         .of_type("dev_wait")
         .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
@@ -406,6 +428,9 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
     let first = waits.first().ok_or("no dev_wait for lo")?;
     for w in &waits {
         let out = w["exact"]["outstanding"].as_i64();
+        if w["exact"]["source"] != source {
+            return Err(format!("exact not from {source}: {}", w["exact"]));
+        }
         if out != Some(n - 1) {
             return Err(format!(
                 "exact outstanding {:?} != kernel usage count {n} - 1 at {}",
@@ -418,8 +443,18 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         .ok_or("dev_wait has no exact.hold_sites")?;
     let frame = if mode == "neigh" {
         "neigh_create"
+    } else if source == "ref_tracker" {
+        // The tracker sees the dev_hold inside dev_get_by_name, called
+        // from the module's init.
+        "netns_leak_init+"
     } else {
         "[netns_leak]"
+    };
+    // ref_tracker's hold site must name the module's own frame.
+    let module_frame = if source == "ref_tracker" && mode == "hold" {
+        "[netns_leak]"
+    } else {
+        ""
     };
     // Every outstanding reference is either a listed hold or one held
     // since before arming; the one the module leaked is listed first.
@@ -433,13 +468,18 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
     }
     let site = sites.first().filter(|s| {
         s["stack"].as_array().is_some_and(|st| {
-            st.iter()
-                .any(|f| f.as_str().is_some_and(|f| f.contains(frame)))
+            st.iter().any(|f| {
+                f.as_str()
+                    .is_some_and(|f| f.contains(frame) && f.contains(module_frame))
+            })
         })
     });
     let Some(site) = site else {
         return Err(format!("first hold site is not through {frame}: {sites:?}"));
     };
+    if source == "ref_tracker" {
+        check_kernel_tracker_agrees(run, site)?;
+    }
     // When the module lets go, the released device's ledger is empty.
     let released = run
         .of_type("dev_released")
@@ -455,7 +495,7 @@ pub fn check_exact(run: &Run, mode: &str) -> Result<String, String> {
         return Err(format!("last release not through the module: {last}"));
     }
     Ok(format!(
-        "lo of netns {inode}: {} outstanding by watchpoints (kernel usage count {n}), hold site {}",
+        "lo of netns {inode}: {} outstanding by {source} (kernel usage count {n}), hold site {}",
         n - 1,
         site["stack"]
             .as_array()
@@ -586,6 +626,65 @@ pub fn check_late(run: &Run) -> Result<String, String> {
 /// kernel's own usage count, for about as long as the module held it, and
 /// named the holder (or, for a bare dev_hold, left exactly one reference
 /// unattributed).
+/// The attach record names `source` as what counts new loopback devices
+/// (ref_tracker) or devices in general (watchpoints).
+fn check_sources_announced(run: &Run, source: &str) -> Result<(), String> {
+    let attach = run.of_type("attach").next().ok_or("no attach record")?;
+    let x = &attach["exact_sources"];
+    let ok = match source {
+        "ref_tracker" => x["created"] == "ref_tracker" && x["ref_tracker_unused"].is_null(),
+        _ => x["created"] == source,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(format!("attach record does not name {source}: {x}")),
+    }
+}
+
+/// A tracked hold: the kernel's own tracker printed where it was taken
+/// (wait loop); the tracer's hold `site` (from ref_tracker_alloc) must name
+/// the same call.
+fn check_kernel_tracker_agrees(run: &Run, site: &Value) -> Result<(), String> {
+    for kernel in kernel_tracker_frames(&run.dmesg) {
+        if !site["stack"].to_string().contains(&format!("\"{kernel}\"")) {
+            return Err(format!(
+                "the kernel's ref_tracker names {kernel}, the tracer's hold site does not: {}",
+                site["stack"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Without `--exact`, on the ref_tracker kernel: the tracker counted the
+/// namespace's lo anyway (no debug registers needed), exactly.
+pub fn check_tracker(run: &Run) -> Result<String, String> {
+    check_sources_announced(run, "ref_tracker")?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let n = *usage_counts(&run.dmesg)
+        .first()
+        .ok_or("kernel never printed 'waiting for lo to become free'")?;
+    let waits = lo_lines(run, "dev_wait", inode);
+    let first = waits.first().ok_or("no dev_wait for lo")?;
+    let x = &first["exact"];
+    if x["source"] != "ref_tracker" || x["outstanding"].as_i64() != Some(n - 1) {
+        return Err(format!(
+            "ref_tracker count is not kernel usage count {n} - 1: {x}"
+        ));
+    }
+    let site = &x["hold_sites"][0];
+    if site.is_null() {
+        return Err(format!("ref_tracker lists no hold site: {x}"));
+    }
+    check_kernel_tracker_agrees(run, site)?;
+    let frames = kernel_tracker_frames(&run.dmesg);
+    Ok(format!(
+        "ref_tracker counted {} outstanding, hold site agrees with the kernel's tracker ({})",
+        n - 1,
+        frames.first().map_or("none printed", String::as_str)
+    ))
+}
+
 pub fn check_pinned(run: &Run, expect: Holder) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
@@ -1276,12 +1375,13 @@ mod tests {
         let release = r#"{"holds":1,"last":3.0,"comm":"kworker/0:1","pid":3,"stack":["leak_release+0x28 [netns_leak]"]}"#;
         let exact = |out: i64, sites: &str, unknown: u32, last: &str| {
             format!(
-                r#"{{"outstanding":{out},"pre_arm":0,"pre_arm_left":0,"hold_sites":[{sites}],"unknown_writes":{unknown},"lost_writes":0,"unpaired_releases":0,"last_release":{last}}}"#
+                r#"{{"source":"watchpoints","outstanding":{out},"pre_arm":0,"pre_arm_left":0,"hold_sites":[{sites}],"unknown_writes":{unknown},"lost_writes":0,"unpaired_releases":0,"last_release":{last}}}"#
             )
         };
         let json = [
+            r#"{"type":"attach","hooks":[],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"absent"},"degraded":false,"reasons":[],"attach_ms":1}"#.to_string(),
             format!(
-                r#"{{"type":"watch","time":0.5,"netns":20,"device":"lo","dev":"0x1","state":"armed","cpus":2,"pre_arm":0,{watch}}}"#
+                r#"{{"type":"watch","time":0.5,"netns":20,"device":"lo","dev":"0x1","source":"watchpoints","state":"armed","cpus":2,"pre_arm":0,{watch}}}"#
             ),
             format!(
                 r#"{{"type":"dev_wait","time":2.0,"netns":20,"device":"lo","ifindex":1,"refcnt":2,"usage_count":2,"waiting_s":1.0,"holders":[],"attributed":0,"unattributed":1,"exact":{}}}"#,
@@ -1306,6 +1406,17 @@ mod tests {
         err(fallback_run(r#""via":"bpf""#, 0), "does not say perf_ring");
         err(fallback_run(r#""via":"perf_ring""#, 0), "and why");
         err(fallback_run(ring, 1), "writes not counted");
+    }
+
+    #[test]
+    fn kernel_tracker_stacks_from_dmesg() {
+        let lines = [
+            "[    3.460816] ref_tracker: lo@000000000f617215 has 1/1 users at\\x0a     ___neigh_create+0x211/0x980\\x0a     __neigh_create+0x9/0x30\\x0a".to_string(),
+            "[    4.487202] unregister_netdevice: waiting for lo to become free. Usage count = 2".to_string(),
+            "[    4.5] ref_tracker: eth0@00000000aa has 1/1 users at\\x0a     foo+0x1/0x2\\x0a".to_string(),
+        ];
+        assert_eq!(kernel_tracker_frames(&lines), ["___neigh_create+0x211"]);
+        assert!(kernel_tracker_frames(&lines[1..]).is_empty());
     }
 
     #[test]

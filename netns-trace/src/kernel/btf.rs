@@ -52,6 +52,14 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
     if let Ok(off) = byte_offset(btf, "net_device", &["pcpu_refcnt"]) {
         offsets.dev_pcpu_refcnt = off;
     }
+    // Optional: only debug kernels (CONFIG_NET_DEV_REFCNT_TRACKER) have the
+    // tracker; the ref_tracker hooks then find each device by this offset.
+    if let Ok(off) = byte_offset(btf, "net_device", &["refcnt_tracker"]) {
+        offsets.dev_refcnt_tracker = off;
+    }
+    if let Ok(off) = byte_offset(btf, "ref_tracker_dir", &["no_tracker"]) {
+        offsets.tracker_no_tracker = off;
+    }
     // sk_kern_sock is a one-bit bitfield: hand over its byte and bit.
     match bit_offset(btf, "sock", &["sk_kern_sock"]) {
         Ok(bits) => {
