@@ -488,11 +488,12 @@ pub fn profile(p: &Value) -> String {
         return String::new();
     }
     let mut s = format!(
-        "\nProfile round (one traced churn of {} namespaces, {:.1}/s, with `--bpf-stats`): \
-         {} events in {} loader wakeups, loader CPU {:.0} ms.\n\n\
+        "\nProfile round (one traced churn of {} namespaces, {:.1}/s, then a TCP loop, {:.0} conn/s, \
+         with `--bpf-stats`): {} events in {} loader wakeups, loader CPU {:.0} ms.\n\n\
          | BPF program | runs | mean ns/run | total ms |\n| --- | --- | --- | --- |\n",
         p["namespaces"],
         p["per_s"].as_f64().unwrap_or(0.0),
+        p["tcp_per_s"].as_f64().unwrap_or(0.0),
         p["events"],
         p["wakeups"],
         p["loader_cpu_ms"].as_f64().unwrap_or(0.0),

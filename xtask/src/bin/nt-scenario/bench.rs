@@ -364,6 +364,8 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     };
     let cpu0 = cpu_ticks(t.child.id()).unwrap_or(0);
     let churned = churn(1, None, Until::Count(a.churn_count));
+    // Then the TCP loop, so programs that run per connection show too.
+    let tcp_rate = tcp(a.tcp_count, |_| true);
     let cpu1 = cpu_ticks(t.child.id()).unwrap_or(0);
     let report = perf.map(|p| {
         unsafe { libc::kill(p.id() as i32, libc::SIGINT) };
@@ -376,6 +378,7 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     Ok(json!({
         "namespaces": n,
         "per_s": n as f64 / secs,
+        "tcp_per_s": tcp_rate?,
         "events": summary["events_read"],
         "wakeups": summary["ring_wakeups"],
         "loader_cpu_ms": (cpu1.saturating_sub(cpu0)) as f64 * 1000.0 / clk_tck(),
