@@ -2,6 +2,7 @@
 //! tables, the attach plan, event decoding, session state and rendering.
 //! Nothing here needs root or touches the kernel beyond reading files.
 
+pub mod backoff;
 pub mod blocked;
 pub mod cli;
 pub mod containers;

@@ -448,6 +448,11 @@ impl Session {
         self.events_read += 1;
     }
 
+    /// Ring-buffer records read so far.
+    pub fn events_read(&self) -> u64 {
+        self.events_read
+    }
+
     /// The reader woke up to drain the ring (`summary.ring_wakeups`).
     pub fn note_wakeup(&mut self) {
         self.ring_wakeups += 1;

@@ -483,8 +483,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = netns_trace::backoff::PollBackoff::default();
+    let poll = tokio::time::sleep(backoff.current());
+    tokio::pin!(poll);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(forever));
     tokio::pin!(deadline);
@@ -509,13 +510,18 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
                 service(guard.get_inner_mut(), ctx, &mut ebpf, &mut scanner, task_iter.is_ok(), &mut incident_done)?;
                 guard.clear_ready();
+                // Events are flowing: poll often again.
+                poll.as_mut().reset(tokio::time::Instant::now() + backoff.next(true));
             }
             // Most events are written without waking the reader (see
             // kread::emit): they are collected here, in batches.
-            _ = poll.tick() => {
+            _ = &mut poll => {
                 session.note_wakeup();
+                let before = session.events_read();
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
                 service(ring.get_mut(), ctx, &mut ebpf, &mut scanner, task_iter.is_ok(), &mut incident_done)?;
+                let found = session.events_read() > before;
+                poll.as_mut().reset(tokio::time::Instant::now() + backoff.next(found));
             }
             guard = readable(ring_poll.as_ref()) => {
                 let mut guard = guard.context("waiting on the perf rings")?;
@@ -704,11 +710,6 @@ impl Mapping {
         }
     }
 }
-
-/// How often the reader collects events written without a wakeup: the
-/// delay of a routine event; urgent ones (a stuck device, a watch request)
-/// and a quarter-full ring wake the reader at once.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What draining the ring writes to.
 struct RingCtx<'a> {
