@@ -211,11 +211,6 @@ impl Symbols {
         self.sorted.is_empty()
     }
 
-    /// Built by [`Symbols::read_only`]: names only, nothing resolves.
-    pub fn is_partial(&self) -> bool {
-        self.partial
-    }
-
     /// All addresses read as zero: names are usable, addresses are not.
     pub fn addresses_hidden(&self) -> bool {
         self.hidden

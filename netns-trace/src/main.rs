@@ -92,9 +92,12 @@ pub struct Prepared {
 /// plans the attach. Every refusal is one sentence.
 /// /proc/kallsyms, parsed as it is read.
 pub fn read_kallsyms() -> Result<Symbols> {
+    Symbols::read(kallsyms_file()?).context("reading /proc/kallsyms")
+}
+
+fn kallsyms_file() -> Result<std::io::BufReader<std::fs::File>> {
     let file = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
-    Symbols::read(std::io::BufReader::with_capacity(1 << 16, file))
-        .context("reading /proc/kallsyms")
+    Ok(std::io::BufReader::with_capacity(1 << 16, file))
 }
 
 /// Kernel symbols the start-up looks up by name, besides the hooks': the
@@ -120,9 +123,7 @@ fn read_kallsyms_for_plan() -> Result<Symbols> {
         .collect();
     let keep =
         |name: &str| wanted.contains(name) || clone_base(name).is_some_and(|b| wanted.contains(b));
-    let file = std::fs::File::open("/proc/kallsyms").context("reading /proc/kallsyms")?;
-    Symbols::read_only(std::io::BufReader::with_capacity(1 << 16, file), &keep)
-        .context("reading /proc/kallsyms")
+    Symbols::read_only(kallsyms_file()?, &keep).context("reading /proc/kallsyms")
 }
 
 pub fn prepare() -> Result<Prepared> {

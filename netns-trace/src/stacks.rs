@@ -75,12 +75,7 @@ impl Stacks for StackResolver {
     fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
         let ips: Vec<u64> = ips.iter().copied().filter(|&ip| ip != 0).collect();
         self.reload_if_unknown(&ips);
-        let frames: Vec<String> = ips
-            .iter()
-            .map(|&ip| self.symbols.symbolize(ip))
-            .filter(|f| !is_probe_frame(f))
-            .collect();
-        drop_trampoline_returns(frames)
+        drop_trampoline_returns(self.named_frames(&ips))
     }
 }
 
@@ -202,6 +197,22 @@ impl StackResolver {
         true
     }
 
+    /// Each address named with the current table, the attach machinery
+    /// left out.
+    fn named_frames(&self, ips: &[u64]) -> Vec<String> {
+        ips.iter()
+            .map(|&ip| (ip, self.symbols.symbolize(ip)))
+            .filter(|(ip, f)| {
+                let probe = is_probe_frame(f);
+                if probe {
+                    log::debug!("{ip:#x} ({f}) left out of a stack: attach machinery");
+                }
+                !probe
+            })
+            .map(|(_, f)| f)
+            .collect()
+    }
+
     pub fn resolve(&mut self, id: i32) -> Vec<String> {
         if id < 0 {
             return vec![format!("(no stack: bpf_get_stackid error {id})")];
@@ -213,18 +224,7 @@ impl StackResolver {
             return vec!["(stack no longer in the map)".into()];
         };
         let settled = self.reload_if_unknown(&ips);
-        let frames: Vec<String> = ips
-            .iter()
-            .map(|ip| (ip, self.symbols.symbolize(*ip)))
-            .filter(|(ip, f)| {
-                let probe = is_probe_frame(f);
-                if probe {
-                    log::debug!("stack {id}: {ip:#x} ({f}) left out: attach machinery");
-                }
-                !probe
-            })
-            .map(|(_, f)| f)
-            .collect();
+        let frames = self.named_frames(&ips);
         // Kept once every frame had its best chance: named, or still
         // unknown in a table read after the stack was taken. Named again
         // later, an address freed since (a module's init code) could be
