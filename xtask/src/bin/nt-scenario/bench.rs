@@ -557,18 +557,7 @@ impl Tracer {
         let stderr = Arc::new(Mutex::new(String::new()));
         let (out, sh) = (child.stdout.take().unwrap(), shared.clone());
         let reader = std::thread::spawn(move || read_stream(out, &sh));
-        let (mut err, se) = (child.stderr.take().unwrap(), stderr.clone());
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                se.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let err_reader = super::collect_stderr(child.stderr.take().unwrap(), stderr.clone());
         let mut t = Tracer {
             child,
             shared,

@@ -264,6 +264,25 @@ fn ready_file(cmd: &[String]) -> String {
         .unwrap_or_else(|| "/tmp/ready".into())
 }
 
+/// Appends everything the tracer writes on stderr to `into`, as it comes
+/// (shown when a scenario fails), until the pipe closes.
+fn collect_stderr(
+    mut err: std::process::ChildStderr,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+}
+
 fn start_tracer(cmd: &[String], timeout: Duration) -> Result<Tracer, String> {
     let ready = ready_file(cmd);
     let _ = std::fs::remove_file(&ready);
@@ -287,18 +306,7 @@ fn start_tracer(cmd: &[String], timeout: Duration) -> Result<Tracer, String> {
         l.lines.lock().unwrap().1 = true;
         l.cond.notify_all();
     }));
-    let (mut err, s) = (child.stderr.take().unwrap(), stderr.clone());
-    threads.push(std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            s.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }));
+    threads.push(collect_stderr(child.stderr.take().unwrap(), stderr.clone()));
     let mut tracer = Tracer {
         child,
         lines,
