@@ -473,6 +473,19 @@ pub struct Offsets {
     pub tp_sk_daddr: u32,
     pub tp_sk_saddr_v6: u32,
     pub tp_sk_daddr_v6: u32,
+    /// The same fields read from `struct sock` itself, for the tp_btf
+    /// program (which gets only the socket): `__sk_common.skc_family`,
+    /// `sk_protocol`, `skc_num` (local port, host order), `skc_dport`
+    /// (network order), `skc_rcv_saddr`, `skc_daddr`, `skc_v6_rcv_saddr`,
+    /// `skc_v6_daddr` (MISSING without IPv6).
+    pub sk_family: u32,
+    pub sk_protocol: u32,
+    pub sk_num: u32,
+    pub sk_dport: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_v6_daddr: u32,
     /// `offsetof(struct net_device, pcpu_refcnt)` (MISSING without
     /// CONFIG_PCPU_DEV_REFCNT) and `offsetof(struct net, loopback_dev)`.
     pub dev_pcpu_refcnt: u32,
@@ -531,6 +544,14 @@ impl Offsets {
             tp_sk_daddr: Self::MISSING,
             tp_sk_saddr_v6: Self::MISSING,
             tp_sk_daddr_v6: Self::MISSING,
+            sk_family: Self::MISSING,
+            sk_protocol: Self::MISSING,
+            sk_num: Self::MISSING,
+            sk_dport: Self::MISSING,
+            sk_rcv_saddr: Self::MISSING,
+            sk_daddr: Self::MISSING,
+            sk_v6_rcv_saddr: Self::MISSING,
+            sk_v6_daddr: Self::MISSING,
             dev_pcpu_refcnt: Self::MISSING,
             net_loopback_dev: Self::MISSING,
             dev_refcnt_tracker: Self::MISSING,

@@ -293,7 +293,12 @@ pub static HOOKS: &[Hook] = &[
         role: Role::Core,
         expect_inline: false,
         needs_abi: false,
-        alternatives: &[&[tp("sock_state_tp", Tracepoint, "sock:inet_sock_set_state")]],
+        // tp_btf first: the classic tracepoint fills a perf record on every
+        // TCP state change before the program runs.
+        alternatives: &[
+            &[tp("sock_state_btf", BtfTracepoint, "inet_sock_set_state")],
+            &[tp("sock_state_tp", Tracepoint, "sock:inet_sock_set_state")],
+        ],
     },
     Hook {
         name: "netdev_wait_allrefs",
@@ -1111,7 +1116,7 @@ dst_destroy           dst_destroy                                  found       f
 dst_dev_put           dst_dev_put                                  found       fentry            planned; fallback kprobe
 __neigh_create        __neigh_create                               found       fexit             planned; fallback kprobe+kretprobe
 neigh_destroy         neigh_destroy                                found       fentry            planned; fallback kprobe
-sock_state            sock:inet_sock_set_state                     tracepoint  tracepoint        planned
+sock_state            sock:inet_sock_set_state                     tracepoint  tp_btf            planned; fallback tracepoint
 netdev_wait_allrefs   netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -                 inlined (expected); not hookable
 dev_hold              dev_hold                                     inlined     -                 inlined (expected); not hookable
 netdev_hold           netdev_hold                                  inlined     -                 inlined (expected); not hookable
@@ -1319,19 +1324,31 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         let sock = plan.hook("sock_state").unwrap();
         assert_eq!(sock.status, SymbolStatus::Tracepoint);
         assert_eq!(sock.symbol, "sock:inet_sock_set_state");
+        // tp_btf first (no perf record per state change), the classic
+        // tracepoint if the kernel refuses it.
         assert_eq!(
             sock.candidates,
-            [Candidate {
-                alternative: 0,
-                programs: vec![Attach {
-                    program: "sock_state_tp",
-                    method: Tracepoint,
-                    target: "sock:inet_sock_set_state".into()
-                }]
-            }]
+            [
+                Candidate {
+                    alternative: 0,
+                    programs: vec![Attach {
+                        program: "sock_state_btf",
+                        method: BtfTracepoint,
+                        target: "inet_sock_set_state".into()
+                    }]
+                },
+                Candidate {
+                    alternative: 1,
+                    programs: vec![Attach {
+                        program: "sock_state_tp",
+                        method: Tracepoint,
+                        target: "sock:inet_sock_set_state".into()
+                    }]
+                }
+            ]
         );
         assert_eq!(
-            sock.candidates[0].programs[0].tracepoint_parts(),
+            sock.candidates[1].programs[0].tracepoint_parts(),
             Some(("sock", "inet_sock_set_state"))
         );
         let fb: Vec<_> = plan
@@ -1377,8 +1394,8 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
                 hook: "sock_state".into(),
                 symbol: "sock:inet_sock_set_state".into(),
                 status: "tracepoint".into(),
-                method: "tracepoint".into(),
-                note: "planned".into(),
+                method: "tp_btf".into(),
+                note: "planned; fallback tracepoint".into(),
             }
         );
         let doc = plan.doctor_json();

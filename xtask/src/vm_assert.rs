@@ -867,6 +867,19 @@ pub fn check_tcpsock(run: &Run) -> Result<String, String> {
             "no socket line with kernel:true in netns {inode} for the module's ports {tuples:?}"
         ));
     }
+    // The module connects 127.0.0.1 to 127.0.0.1 over TCP: the addresses and
+    // protocol are read from the socket (tp_btf) or the tracepoint record.
+    if let Some(v) = socks.iter().find(|v| {
+        v["family"] != "ipv4"
+            || v["protocol"] != "tcp"
+            || v["saddr"] != "127.0.0.1"
+            || v["daddr"] != "127.0.0.1"
+    }) {
+        return Err(format!(
+            "{}: expected inet/tcp 127.0.0.1 -> 127.0.0.1",
+            at(v)
+        ));
+    }
     if !run.of_type("cleanup_net").any(|v| {
         v["phase"] == "end"
             && v["netns"]

@@ -46,6 +46,27 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
         &["__sk_common", "skc_net", "net"],
     );
     field(&mut offsets.sock_dst_cache, "sock", &["sk_dst_cache"]);
+    // What the tp_btf socket program reads from the socket itself (the
+    // classic tracepoint hands it over in its record instead).
+    for (slot, path) in [
+        (&mut offsets.sk_family, &["__sk_common", "skc_family"][..]),
+        (&mut offsets.sk_protocol, &["sk_protocol"][..]),
+        (&mut offsets.sk_num, &["__sk_common", "skc_num"][..]),
+        (&mut offsets.sk_dport, &["__sk_common", "skc_dport"][..]),
+        (&mut offsets.sk_rcv_saddr, &["__sk_common", "skc_rcv_saddr"][..]),
+        (&mut offsets.sk_daddr, &["__sk_common", "skc_daddr"][..]),
+    ] {
+        field(slot, "sock", path);
+    }
+    // IPv6 addresses exist only with CONFIG_IPV6.
+    for (slot, name) in [
+        (&mut offsets.sk_v6_rcv_saddr, "skc_v6_rcv_saddr"),
+        (&mut offsets.sk_v6_daddr, "skc_v6_daddr"),
+    ] {
+        if let Ok(off) = byte_offset(btf, "sock", &["__sk_common", name]) {
+            *slot = off;
+        }
+    }
     field(&mut offsets.net_loopback_dev, "net", &["loopback_dev"]);
     // Optional: absent when CONFIG_PCPU_DEV_REFCNT=n (then --exact cannot
     // watch per-CPU counters; the programs skip it).
@@ -261,6 +282,11 @@ mod tests {
         assert!(byte_offset(&btf, "sock", &["sk_kern_sock"]).is_err());
         let bits = bit_offset(&btf, "sock", &["sk_kern_sock"]).unwrap();
         assert_eq!(offsets.sock_kern_byte * 8 + offsets.sock_kern_bit, bits);
+        // The port and address pairs are anonymous structs inside unions of
+        // sock_common: found through them, in their fixed order.
+        assert_eq!(offsets.sk_num, offsets.sk_dport + 2);
+        assert_eq!(offsets.sk_rcv_saddr, offsets.sk_daddr + 4);
+        assert!(offsets.sk_family < offsets.sk_protocol);
         let states = tcp_state_names(&btf);
         assert_eq!(states.get(&1).map(String::as_str), Some("ESTABLISHED"));
         assert_eq!(states.get(&10).map(String::as_str), Some("LISTEN"));
