@@ -53,7 +53,10 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
         (&mut offsets.sk_protocol, &["sk_protocol"][..]),
         (&mut offsets.sk_num, &["__sk_common", "skc_num"][..]),
         (&mut offsets.sk_dport, &["__sk_common", "skc_dport"][..]),
-        (&mut offsets.sk_rcv_saddr, &["__sk_common", "skc_rcv_saddr"][..]),
+        (
+            &mut offsets.sk_rcv_saddr,
+            &["__sk_common", "skc_rcv_saddr"][..],
+        ),
         (&mut offsets.sk_daddr, &["__sk_common", "skc_daddr"][..]),
     ] {
         field(slot, "sock", path);
