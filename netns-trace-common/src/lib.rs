@@ -588,6 +588,10 @@ pub struct Config {
     pub nr_cpus: u32,
     /// Address of `__per_cpu_offset` (kallsyms), to locate per-CPU data.
     pub per_cpu_offset_addr: u64,
+    /// Address of `rtnl_unlock` (kallsyms): the fexit program checks that
+    /// the trampoline frame it reads the caller from is the one that
+    /// `rtnl_unlock` called (0: never trust the frame).
+    pub rtnl_unlock_addr: u64,
 }
 
 impl Config {
@@ -603,6 +607,7 @@ impl Config {
             exact: 0,
             nr_cpus: 1,
             per_cpu_offset_addr: 0,
+            rtnl_unlock_addr: 0,
         }
     }
 }

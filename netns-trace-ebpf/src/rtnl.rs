@@ -3,13 +3,15 @@
 //! Both run on every rtnl user, so only calls over the configured threshold
 //! become events.
 use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext as _,
 };
 use netns_trace_common::{kind, RtnlUnlock, RunTodo};
 
 use crate::{
-    kread::{emit, enter, header, leave, setting},
+    kread::{emit, enter, header, leave, now, setting},
     maps::{RTNL_UNLOCK_CALLS, RUN_TODO_CALLS},
 };
 
@@ -18,11 +20,12 @@ fn rtnl_unlock_exit(caller: u64) {
     let Some(call) = leave(&RTNL_UNLOCK_CALLS) else {
         return;
     };
-    let hdr = header(kind::RTNL_UNLOCK);
-    let duration_ns = hdr.ts_ns.saturating_sub(call.ts_ns);
+    // Most calls are fast: the header (comm, pid, cpu: three helper calls)
+    // is built only for the few that are reported.
+    let duration_ns = now().saturating_sub(call.ts_ns);
     if duration_ns >= setting!(rtnl_threshold_ns) {
         emit(&RtnlUnlock {
-            hdr,
+            hdr: header(kind::RTNL_UNLOCK),
             duration_ns,
             caller,
         });
@@ -39,8 +42,8 @@ pub fn rtnl_unlock_kprobe(_ctx: ProbeContext) -> u32 {
 pub fn rtnl_unlock_kretprobe(ctx: RetProbeContext) -> u32 {
     // The return trampoline has replaced the return address on the stack,
     // but it restores the real one into the saved instruction pointer
-    // before return handlers run: that is the caller. fentry/fexit have no
-    // such register, which is why this hook prefers kprobes.
+    // before return handlers run: that is the caller. (fexit reads it from
+    // the trampoline's frame instead.)
     let caller = unsafe { (*ctx.regs).rip };
     rtnl_unlock_exit(caller);
     0
@@ -53,19 +56,44 @@ pub fn rtnl_unlock_fentry(_ctx: FEntryContext) -> u32 {
 }
 
 #[fexit(function = "rtnl_unlock")]
-pub fn rtnl_unlock_fexit(_ctx: FExitContext) -> u32 {
-    rtnl_unlock_exit(0);
+pub fn rtnl_unlock_fexit(ctx: FExitContext) -> u32 {
+    rtnl_unlock_exit(trampoline_caller(&ctx));
     0
+}
+
+/// The caller of `rtnl_unlock`, read from the BPF trampoline's frame.
+///
+/// `rtnl_unlock` takes no arguments, so the trampoline's frame pointer is
+/// one slot (the return value) above the program's context, followed by
+/// its return address into `rtnl_unlock` (the patched `call` at its entry)
+/// and then the return address into `rtnl_unlock`'s caller, which the
+/// trampoline returns to. That layout belongs to the kernel's x86 JIT, so
+/// it is checked, not trusted: the first return address must point just
+/// past `rtnl_unlock`'s entry (`endbr64` + `call`: +9, +5 without IBT),
+/// otherwise the caller is unknown (0), as for a plain fexit.
+fn trampoline_caller(ctx: &FExitContext) -> u64 {
+    let fp = ctx.as_ptr() as *const u64;
+    let entry = setting!(rtnl_unlock_addr);
+    if entry == 0 {
+        return 0;
+    }
+    let into_self = unsafe { bpf_probe_read_kernel(fp.wrapping_add(2)) }.unwrap_or(0);
+    if into_self.wrapping_sub(entry) > 16 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel(fp.wrapping_add(3)) }.unwrap_or(0)
 }
 
 fn run_todo_exit() {
     let Some(call) = leave(&RUN_TODO_CALLS) else {
         return;
     };
-    let hdr = header(kind::RUN_TODO);
-    let duration_ns = hdr.ts_ns.saturating_sub(call.ts_ns);
+    let duration_ns = now().saturating_sub(call.ts_ns);
     if duration_ns >= setting!(rtnl_threshold_ns) {
-        emit(&RunTodo { hdr, duration_ns });
+        emit(&RunTodo {
+            hdr: header(kind::RUN_TODO),
+            duration_ns,
+        });
     }
 }
 

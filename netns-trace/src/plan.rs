@@ -161,16 +161,17 @@ pub static HOOKS: &[Hook] = &[
         expect_inline: false,
         needs_abi: false,
         alternatives: &[
-            // kprobe first, against the fentry-first rule: only a kprobe's
-            // registers give the caller's return address, and the caller is
-            // the point of this hook.
-            &[
-                f("rtnl_unlock_kprobe", Kprobe),
-                f("rtnl_unlock_kretprobe", Kretprobe),
-            ],
+            // fentry first, as everywhere: a kprobe+kretprobe pair costs
+            // more per call (this runs ~3 times per namespace teardown).
+            // The fexit program reads the caller from the trampoline's
+            // frame, checked against rtnl_unlock's address (rtnl.rs).
             &[
                 f("rtnl_unlock_fentry", Fentry),
                 f("rtnl_unlock_fexit", Fexit),
+            ],
+            &[
+                f("rtnl_unlock_kprobe", Kprobe),
+                f("rtnl_unlock_kretprobe", Kretprobe),
             ],
         ],
     },
@@ -1047,12 +1048,12 @@ mod tests {
     fn debian_kernel_full_tracer() {
         let (s, t) = debian();
         let plan = Plan::new(ALL, &s, Some(&t));
-        assert_eq!(
-            methods(&plan, "rtnl_unlock"),
-            ["kprobe+kretprobe", "fentry+fexit"],
-            "rtnl_unlock prefers kprobe (caller address)"
-        );
-        for h in ["copy_net_ns", "cleanup_net", "netdev_run_todo"] {
+        for h in [
+            "copy_net_ns",
+            "cleanup_net",
+            "rtnl_unlock",
+            "netdev_run_todo",
+        ] {
             assert_eq!(plan.hook(h).unwrap().status, SymbolStatus::Found);
             assert_eq!(
                 methods(&plan, h),
@@ -1103,29 +1104,29 @@ mod tests {
         let mut plan = Plan::new(ALL, &s, Some(&t));
         let before = plan.render_table();
         let expected = "\
-HOOK                  SYMBOL                                       STATUS      METHOD            NOTE
-copy_net_ns           copy_net_ns                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
-cleanup_net           cleanup_net                                  found       fentry+fexit      planned; fallback kprobe+kretprobe
-__put_net             __put_net                                    found       fentry            planned; fallback kprobe
-rtnl_unlock           rtnl_unlock                                  found       kprobe+kretprobe  planned; fallback fentry+fexit
-netdev_run_todo       netdev_run_todo                              found       fentry+fexit      planned; fallback kprobe+kretprobe
-netdev_refcnt_read    netdev_refcnt_read                           found       fexit             planned; fallback kprobe+kretprobe
-dst_init              dst_init                                     found       fentry            planned; fallback kprobe
-dst_alloc             dst_alloc                                    found       fexit             planned; fallback kretprobe
-dst_destroy           dst_destroy                                  found       fentry            planned; fallback kprobe
-dst_dev_put           dst_dev_put                                  found       fentry            planned; fallback kprobe
-__neigh_create        __neigh_create                               found       fexit             planned; fallback kprobe+kretprobe
-neigh_destroy         neigh_destroy                                found       fentry            planned; fallback kprobe
-sock_state            sock:inet_sock_set_state                     tracepoint  tp_btf            planned; fallback tracepoint
-netdev_wait_allrefs   netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -                 inlined (expected); not hookable
-dev_hold              dev_hold                                     inlined     -                 inlined (expected); not hookable
-netdev_hold           netdev_hold                                  inlined     -                 inlined (expected); not hookable
-unshare               syscalls:sys_enter_unshare                   tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
-fork                  sched_process_fork                           tracepoint  -                 standby: used only if copy_net_ns cannot be hooked
-workqueue             workqueue:workqueue_execute_start            tracepoint  -                 standby: used only if cleanup_net cannot be hooked
-ref_tracker_alloc     ref_tracker_alloc                            absent      -                 not in kallsyms (optional: nothing degrades)
-ref_tracker_free      ref_tracker_free                             absent      -                 not in kallsyms (optional: nothing degrades)
-ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -                 not in kallsyms (optional: nothing degrades)";
+HOOK                  SYMBOL                                       STATUS      METHOD        NOTE
+copy_net_ns           copy_net_ns                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+cleanup_net           cleanup_net                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+__put_net             __put_net                                    found       fentry        planned; fallback kprobe
+rtnl_unlock           rtnl_unlock                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
+netdev_run_todo       netdev_run_todo                              found       fentry+fexit  planned; fallback kprobe+kretprobe
+netdev_refcnt_read    netdev_refcnt_read                           found       fexit         planned; fallback kprobe+kretprobe
+dst_init              dst_init                                     found       fentry        planned; fallback kprobe
+dst_alloc             dst_alloc                                    found       fexit         planned; fallback kretprobe
+dst_destroy           dst_destroy                                  found       fentry        planned; fallback kprobe
+dst_dev_put           dst_dev_put                                  found       fentry        planned; fallback kprobe
+__neigh_create        __neigh_create                               found       fexit         planned; fallback kprobe+kretprobe
+neigh_destroy         neigh_destroy                                found       fentry        planned; fallback kprobe
+sock_state            sock:inet_sock_set_state                     tracepoint  tp_btf        planned; fallback tracepoint
+netdev_wait_allrefs   netdev_wait_allrefs_any|netdev_wait_allrefs  inlined     -             inlined (expected); not hookable
+dev_hold              dev_hold                                     inlined     -             inlined (expected); not hookable
+netdev_hold           netdev_hold                                  inlined     -             inlined (expected); not hookable
+unshare               syscalls:sys_enter_unshare                   tracepoint  -             standby: used only if copy_net_ns cannot be hooked
+fork                  sched_process_fork                           tracepoint  -             standby: used only if copy_net_ns cannot be hooked
+workqueue             workqueue:workqueue_execute_start            tracepoint  -             standby: used only if cleanup_net cannot be hooked
+ref_tracker_alloc     ref_tracker_alloc                            absent      -             not in kallsyms (optional: nothing degrades)
+ref_tracker_free      ref_tracker_free                             absent      -             not in kallsyms (optional: nothing degrades)
+ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -             not in kallsyms (optional: nothing degrades)";
         assert_eq!(before, expected);
         plan.record(
             "copy_net_ns",
@@ -1373,7 +1374,7 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
                 "copy_net_ns: no fentry/fexit or kprobe/kretprobe support; using unshare + fork instead",
                 "cleanup_net: no fentry/fexit or kprobe/kretprobe support; using workqueue instead",
                 "__put_net: no fentry or kprobe support; not seen: namespace destroy requests (last reference dropped)",
-                "rtnl_unlock: no kprobe/kretprobe or fentry/fexit support; not seen: slow rtnl critical sections (out-of-line callers only)",
+                "rtnl_unlock: no fentry/fexit or kprobe/kretprobe support; not seen: slow rtnl critical sections (out-of-line callers only)",
                 "netdev_run_todo: no fentry/fexit or kprobe/kretprobe support; not seen: device unregister timing (start of the refcount wait)",
                 "netdev_refcnt_read: no fexit or kprobe/kretprobe support; not seen: devices waiting to become free, with usage count",
                 "dst_init: no fentry or kprobe support; not seen: dst entries taking a device reference",

@@ -785,11 +785,39 @@ pub fn check_pinned(run: &Run, expect: Holder) -> Result<String, String> {
     if named.is_empty() {
         named = "0 attributed, 1 unattributed (bare dev_hold)".into();
     }
+    let unlock = check_slow_rtnl_unlock(run, held_s)?;
     check_summary(run)?;
     Ok(format!(
-        "lo of netns {inode}: usage count {n} in {} reports (kernel: {n}), held by {named}, released after {waited:.2} s (module: {held_s:.3} s)",
+        "lo of netns {inode}: usage count {n} in {} reports (kernel: {n}), held by {named}, released after {waited:.2} s (module: {held_s:.3} s); {unlock}",
         waits.len()
     ))
+}
+
+/// The teardown's rtnl_unlock waited for the device (the wait loop runs
+/// inside it): a slow rtnl_unlock line at least as long as the module's hold
+/// (less the loop's poll slack), whose caller is the namespace teardown's
+/// device exit, named: the fexit program reads the caller from the BPF
+/// trampoline's frame, and the kprobe fallback from its registers.
+fn check_slow_rtnl_unlock(run: &Run, held_s: f64) -> Result<String, String> {
+    let slow: Vec<&Value> = run
+        .of_type("rtnl_unlock")
+        .filter(|v| v["duration_us"].as_f64().unwrap_or(0.0) >= (held_s - 0.5) * 1e6)
+        .collect();
+    let Some(v) = slow.first() else {
+        return Err(format!(
+            "no rtnl_unlock line of at least {:.1} s (the wait runs inside it)",
+            held_s - 0.5
+        ));
+    };
+    let caller = v["caller"].as_str().unwrap_or("");
+    if !caller.starts_with("default_device_exit_batch+") {
+        return Err(format!(
+            "{}: caller {:?}, expected default_device_exit_batch+off",
+            at(v),
+            v["caller"]
+        ));
+    }
+    Ok(format!("rtnl_unlock from {caller}"))
 }
 
 /// After the module's "released lo after N ms" line the kernel soon stops
@@ -1156,10 +1184,13 @@ mod tests {
             format!(
                 r#"{{"type":"dev_released","time":3.1,"netns":20,"device":"lo","ifindex":1,"refcnt":1,"usage_count":1,"waiting_s":{waiting},"holders":[],"attributed":0,"unattributed":0}}"#
             ),
+            RTNL_UNLOCK.into(),
             r#"{"type":"cleanup_net","phase":"end","netns":[20]}"#.into(),
             SUMMARY.into(),
         ]
     }
+
+    const RTNL_UNLOCK: &str = r#"{"type":"rtnl_unlock","time":3.1,"duration_us":3102000,"caller":"default_device_exit_batch+0x29b","caller_addr":"0xffffffffad5af0fb","pid":25,"comm":"kworker/u4:1"}"#;
 
     fn pinned(expect: Holder, json: &[String], dmesg: &[&str]) -> Result<String, String> {
         let facts = r#"{"scenario":"stuck","mode":"x","hold_ms":3000,"inodes":[20]}"#;
@@ -1234,6 +1265,30 @@ mod tests {
         err(
             pinned(Holder::Bare, &uc, &[WAITING, RELEASED]),
             "Usage count = 2",
+        );
+        // The slow rtnl_unlock: missing, too short, or its caller unnamed.
+        let edit = |from: &str, to: &str| -> Vec<String> {
+            pinned_json(2, 3.0, "", 0, 1)
+                .iter()
+                .map(|l| l.replace(from, to))
+                .collect()
+        };
+        let d = [WAITING, RELEASED];
+        err(
+            pinned(Holder::Bare, &edit(RTNL_UNLOCK, "{}"), &d),
+            "no rtnl_unlock line",
+        );
+        err(
+            pinned(Holder::Bare, &edit("3102000", "12000"), &d),
+            "no rtnl_unlock line",
+        );
+        err(
+            pinned(
+                Holder::Bare,
+                &edit(r#""default_device_exit_batch+0x29b""#, "null"),
+                &d,
+            ),
+            "expected default_device_exit_batch",
         );
     }
 
