@@ -215,8 +215,10 @@ pub struct RtnlUnlockRec {
     pub time_ns: u64,
     #[serde(rename = "duration_us", serialize_with = "us")]
     pub duration_ns: u64,
-    /// `func+0x1a`, or a hex address when it cannot be symbolised.
-    pub caller: String,
+    /// `func+0x1a`, or a hex address when it cannot be symbolised; None
+    /// when the probe could not see the caller (an fexit whose trampoline
+    /// frame did not check out).
+    pub caller: Option<String>,
     #[serde(serialize_with = "hex")]
     pub caller_addr: u64,
     pub pid: u32,
@@ -1048,7 +1050,7 @@ pub fn human(rec: &Record) -> String {
             let d = format!(
                 "dur={} caller={}",
                 fmt_duration(r.duration_ns),
-                escape(&r.caller)
+                r.caller.as_deref().map_or_else(|| "?".into(), escape)
             );
             line(
                 r.time_ns,
@@ -1649,7 +1651,7 @@ mod tests {
         let r = Record::RtnlUnlock(RtnlUnlockRec {
             time_ns: 2_000_000_000,
             duration_ns: 15_500_000,
-            caller: "rtnetlink_rcv_msg+0x1a".into(),
+            caller: Some("rtnetlink_rcv_msg+0x1a".into()),
             caller_addr: 0xffffffff81001a1a,
             pid: 5,
             comm: "ip".into(),

@@ -608,11 +608,13 @@ impl Session {
                 time_ns: self.rel(e.hdr.ts_ns),
                 duration_ns: e.duration_ns,
                 // The loader's one symbol table lives in its resolver.
-                caller: self
-                    .resolver
-                    .as_mut()
-                    .and_then(|r| r.0.symbolize(&[e.caller]).pop())
-                    .unwrap_or_else(|| format!("{:#x}", e.caller)),
+                // 0: the probe could not see the caller (rtnl.rs).
+                caller: (e.caller != 0).then(|| {
+                    self.resolver
+                        .as_mut()
+                        .and_then(|r| r.0.symbolize(&[e.caller]).pop())
+                        .unwrap_or_else(|| format!("{:#x}", e.caller))
+                }),
                 caller_addr: e.caller,
                 pid: e.hdr.pid,
                 comm: comm(&e.hdr),
@@ -1189,11 +1191,17 @@ mod tests {
         let Record::RtnlUnlock(r) = s.on_event(Event::RtnlUnlock(e)).unwrap() else {
             panic!()
         };
-        assert_eq!(r.caller, "rtnetlink_rcv_msg+0x1a");
+        assert_eq!(r.caller.as_deref(), Some("rtnetlink_rcv_msg+0x1a"));
         assert_eq!(
             human(&Record::RtnlUnlock(r)),
             "   1.000 rtnl_unlock            -       5 ip               dur=15.0ms caller=rtnetlink_rcv_msg+0x1a"
         );
+        // 0: the fexit could not trust the trampoline frame; no caller,
+        // not a symbol at address 0.
+        let unseen = RtnlUnlock { caller: 0, ..e };
+        let rec = s.on_event(Event::RtnlUnlock(unseen)).unwrap();
+        assert!(json_line(&rec).contains(r#""caller":null,"caller_addr":"0x0""#));
+        assert!(human(&rec).ends_with("caller=?"));
     }
 
     #[test]
