@@ -99,43 +99,92 @@ fn report(
 
 const AF_INET6: u16 = 10;
 
-// ---- classic tracepoint: fields from the record (tracefs offsets) -------
-
-/// Reads a tracepoint field at an offset the loader resolved.
-#[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, Counted> {
-    unsafe { ctx.read_at::<T>(offset as usize) }.map_err(|_| Counted)
+/// Where a hook keeps the connection's fields: the classic tracepoint in
+/// its record (tracefs offsets), tp_btf in the socket itself (BTF offsets).
+trait Fields {
+    fn get<T>(&self, offset: u32) -> Result<T, Counted>;
 }
 
-fn tuple_from_record(ctx: &TracePointContext) -> Result<Tuple, Counted> {
-    let family = field::<u16>(ctx, off!(tp_sk_family))?;
+impl Fields for TracePointContext {
+    #[inline(always)]
+    fn get<T>(&self, offset: u32) -> Result<T, Counted> {
+        unsafe { self.read_at::<T>(offset as usize) }.map_err(|_| Counted)
+    }
+}
+
+/// A `struct sock *`, read with `bpf_probe_read_kernel`.
+struct Sock(u64);
+
+impl Fields for Sock {
+    #[inline(always)]
+    fn get<T>(&self, offset: u32) -> Result<T, Counted> {
+        read::<T>(self.0, offset)
+    }
+}
+
+/// The offsets of the tuple's fields in one of those places.
+struct TupleAt {
+    family: u32,
+    protocol: u32,
+    sport: u32,
+    dport: u32,
+    saddr: u32,
+    daddr: u32,
+    saddr_v6: u32,
+    daddr_v6: u32,
+    /// The socket keeps the peer port in network order; the tracepoint
+    /// record (and so the event) has it in host order.
+    dport_network_order: bool,
+}
+
+#[inline(always)]
+fn tuple<F: Fields>(f: &F, at: TupleAt) -> Result<Tuple, Counted> {
+    let family = f.get::<u16>(at.family)?;
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if family == AF_INET6 {
-        saddr = field::<[u8; 16]>(ctx, off!(tp_sk_saddr_v6))?;
-        daddr = field::<[u8; 16]>(ctx, off!(tp_sk_daddr_v6))?;
+        saddr = f.get::<[u8; 16]>(at.saddr_v6)?;
+        daddr = f.get::<[u8; 16]>(at.daddr_v6)?;
     } else {
-        saddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_sk_saddr))?);
-        daddr[..4].copy_from_slice(&field::<[u8; 4]>(ctx, off!(tp_sk_daddr))?);
+        saddr[..4].copy_from_slice(&f.get::<[u8; 4]>(at.saddr)?);
+        daddr[..4].copy_from_slice(&f.get::<[u8; 4]>(at.daddr)?);
     }
+    let dport = f.get::<u16>(at.dport)?;
     Ok(Tuple {
         family,
-        protocol: field::<u16>(ctx, off!(tp_sk_protocol))?,
-        sport: field::<u16>(ctx, off!(tp_sk_sport))?,
-        dport: field::<u16>(ctx, off!(tp_sk_dport))?,
+        protocol: f.get::<u16>(at.protocol)?,
+        sport: f.get::<u16>(at.sport)?,
+        dport: if at.dport_network_order {
+            u16::from_be(dport)
+        } else {
+            dport
+        },
         saddr,
         daddr,
     })
 }
 
+// ---- classic tracepoint: everything from the record ---------------------
+
 fn on_record(ctx: &TracePointContext) -> Result<(), Counted> {
-    let sk = field::<u64>(ctx, off!(tp_sk_skaddr))?;
+    let sk = ctx.get::<u64>(off!(tp_sk_skaddr))?;
     let Some((inum, kernel)) = in_scope(sk)? else {
         return Ok(());
     };
-    let old = field::<i32>(ctx, off!(tp_sk_oldstate))?;
-    let new = field::<i32>(ctx, off!(tp_sk_newstate))?;
-    report(sk, inum, kernel, old, new, tuple_from_record(ctx)?)
+    let old = ctx.get::<i32>(off!(tp_sk_oldstate))?;
+    let new = ctx.get::<i32>(off!(tp_sk_newstate))?;
+    let at = TupleAt {
+        family: off!(tp_sk_family),
+        protocol: off!(tp_sk_protocol),
+        sport: off!(tp_sk_sport),
+        dport: off!(tp_sk_dport),
+        saddr: off!(tp_sk_saddr),
+        daddr: off!(tp_sk_daddr),
+        saddr_v6: off!(tp_sk_saddr_v6),
+        daddr_v6: off!(tp_sk_daddr_v6),
+        dport_network_order: false,
+    };
+    report(sk, inum, kernel, old, new, tuple(ctx, at)?)
 }
 
 #[tracepoint]
@@ -144,36 +193,25 @@ pub fn sock_state_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
-// ---- tp_btf: the arguments, and the fields read from the socket ---------
-
-fn tuple_from_sock(sk: u64) -> Result<Tuple, Counted> {
-    let family = read::<u16>(sk, off!(sk_family))?;
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    if family == AF_INET6 {
-        saddr = read::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr))?;
-        daddr = read::<[u8; 16]>(sk, off!(sk_v6_daddr))?;
-    } else {
-        saddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_rcv_saddr))?);
-        daddr[..4].copy_from_slice(&read::<[u8; 4]>(sk, off!(sk_daddr))?);
-    }
-    Ok(Tuple {
-        family,
-        protocol: read::<u16>(sk, off!(sk_protocol))?,
-        // skc_num is host order already; skc_dport is network order, the
-        // tracepoint record (and so the event) has it in host order.
-        sport: read::<u16>(sk, off!(sk_num))?,
-        dport: u16::from_be(read::<u16>(sk, off!(sk_dport))?),
-        saddr,
-        daddr,
-    })
-}
+// ---- tp_btf: the arguments, and the tuple from the socket ---------------
 
 fn on_args(sk: u64, old: i32, new: i32) -> Result<(), Counted> {
     let Some((inum, kernel)) = in_scope(sk)? else {
         return Ok(());
     };
-    report(sk, inum, kernel, old, new, tuple_from_sock(sk)?)
+    // skc_num is the local port in host order already.
+    let at = TupleAt {
+        family: off!(sk_family),
+        protocol: off!(sk_protocol),
+        sport: off!(sk_num),
+        dport: off!(sk_dport),
+        saddr: off!(sk_rcv_saddr),
+        daddr: off!(sk_daddr),
+        saddr_v6: off!(sk_v6_rcv_saddr),
+        daddr_v6: off!(sk_v6_daddr),
+        dport_network_order: true,
+    };
+    report(sk, inum, kernel, old, new, tuple(&Sock(sk), at)?)
 }
 
 /// The same hook through the tracepoint's BTF entry: the kernel calls the
