@@ -5,6 +5,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
+    maps::HashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext as _,
 };
@@ -12,18 +13,23 @@ use netns_trace_common::{kind, RtnlUnlock, RunTodo};
 
 use crate::{
     kread::{emit, enter, header, leave, now, setting},
-    maps::{RTNL_UNLOCK_CALLS, RUN_TODO_CALLS},
+    maps::{CallEntry, RTNL_UNLOCK_CALLS, RUN_TODO_CALLS},
 };
+
+/// The duration of the call this task is returning from, if it entered
+/// through `enter` and took at least the threshold. Most calls are fast:
+/// callers build the event header (comm, pid, cpu: three helper calls)
+/// only for the few this returns.
+#[inline(always)]
+fn slow_call(calls: &HashMap<u64, CallEntry>) -> Option<u64> {
+    let call = leave(calls)?;
+    let duration_ns = now().saturating_sub(call.ts_ns);
+    (duration_ns >= setting!(rtnl_threshold_ns)).then_some(duration_ns)
+}
 
 /// `caller`: the return address when the probe can see it (0 otherwise).
 fn rtnl_unlock_exit(caller: u64) {
-    let Some(call) = leave(&RTNL_UNLOCK_CALLS) else {
-        return;
-    };
-    // Most calls are fast: the header (comm, pid, cpu: three helper calls)
-    // is built only for the few that are reported.
-    let duration_ns = now().saturating_sub(call.ts_ns);
-    if duration_ns >= setting!(rtnl_threshold_ns) {
+    if let Some(duration_ns) = slow_call(&RTNL_UNLOCK_CALLS) {
         emit(&RtnlUnlock {
             hdr: header(kind::RTNL_UNLOCK),
             duration_ns,
@@ -85,11 +91,7 @@ fn trampoline_caller(ctx: &FExitContext) -> u64 {
 }
 
 fn run_todo_exit() {
-    let Some(call) = leave(&RUN_TODO_CALLS) else {
-        return;
-    };
-    let duration_ns = now().saturating_sub(call.ts_ns);
-    if duration_ns >= setting!(rtnl_threshold_ns) {
+    if let Some(duration_ns) = slow_call(&RUN_TODO_CALLS) {
         emit(&RunTodo {
             hdr: header(kind::RUN_TODO),
             duration_ns,
