@@ -1248,25 +1248,7 @@ mod tests {
             ),
             "bare dev_hold",
         );
-        // The tracer without attribution: the holders field is missing.
-        let plain: Vec<String> = pinned_json(2, 3.0, "", 0, 1)
-            .iter()
-            .map(|l| l.replace(r#","holders":[]"#, ""))
-            .collect();
-        err(
-            pinned(Holder::Bare, &plain, &[WAITING, RELEASED]),
-            "no holders array",
-        );
-        // usage_count disagreeing with the kernel.
-        let uc: Vec<String> = pinned_json(2, 3.0, "", 0, 1)
-            .iter()
-            .map(|l| l.replace(r#""usage_count":2"#, r#""usage_count":3"#))
-            .collect();
-        err(
-            pinned(Holder::Bare, &uc, &[WAITING, RELEASED]),
-            "Usage count = 2",
-        );
-        // The slow rtnl_unlock: missing, too short, or its caller unnamed.
+        // The bare-hold run with one text replaced on every line.
         let edit = |from: &str, to: &str| -> Vec<String> {
             pinned_json(2, 3.0, "", 0, 1)
                 .iter()
@@ -1274,6 +1256,21 @@ mod tests {
                 .collect()
         };
         let d = [WAITING, RELEASED];
+        // The tracer without attribution: the holders field is missing.
+        err(
+            pinned(Holder::Bare, &edit(r#","holders":[]"#, ""), &d),
+            "no holders array",
+        );
+        // usage_count disagreeing with the kernel.
+        err(
+            pinned(
+                Holder::Bare,
+                &edit(r#""usage_count":2"#, r#""usage_count":3"#),
+                &d,
+            ),
+            "Usage count = 2",
+        );
+        // The slow rtnl_unlock: missing, too short, or its caller unnamed.
         err(
             pinned(Holder::Bare, &edit(RTNL_UNLOCK, "{}"), &d),
             "no rtnl_unlock line",
