@@ -473,16 +473,17 @@ pub struct Offsets {
     pub tp_sk_daddr: u32,
     pub tp_sk_saddr_v6: u32,
     pub tp_sk_daddr_v6: u32,
-    /// The same fields read from `struct sock` itself, for the tp_btf
-    /// program (which gets only the socket): `__sk_common.skc_family`,
-    /// `sk_protocol`, `skc_num` (local port, host order), `skc_dport`
-    /// (network order), `skc_rcv_saddr`, `skc_daddr`, `skc_v6_rcv_saddr`,
-    /// `skc_v6_daddr` (MISSING without IPv6).
+    /// The same fields read from the socket itself, for the tp_btf program
+    /// (which gets only the socket), where the tracepoint takes them:
+    /// `sock.__sk_common.skc_family`, `sock.sk_protocol`,
+    /// `inet_sock.inet_sport` and `sock.__sk_common.skc_dport` (both in
+    /// network order), `inet_sock.inet_saddr`, `__sk_common.skc_daddr`,
+    /// `skc_v6_rcv_saddr`, `skc_v6_daddr` (MISSING without IPv6).
     pub sk_family: u32,
     pub sk_protocol: u32,
-    pub sk_num: u32,
+    pub sk_sport: u32,
     pub sk_dport: u32,
-    pub sk_rcv_saddr: u32,
+    pub sk_saddr: u32,
     pub sk_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
     pub sk_v6_daddr: u32,
@@ -546,9 +547,9 @@ impl Offsets {
             tp_sk_daddr_v6: Self::MISSING,
             sk_family: Self::MISSING,
             sk_protocol: Self::MISSING,
-            sk_num: Self::MISSING,
+            sk_sport: Self::MISSING,
             sk_dport: Self::MISSING,
-            sk_rcv_saddr: Self::MISSING,
+            sk_saddr: Self::MISSING,
             sk_daddr: Self::MISSING,
             sk_v6_rcv_saddr: Self::MISSING,
             sk_v6_daddr: Self::MISSING,

@@ -132,9 +132,9 @@ struct TupleAt {
     daddr: u32,
     saddr_v6: u32,
     daddr_v6: u32,
-    /// The socket keeps the peer port in network order; the tracepoint
-    /// record (and so the event) has it in host order.
-    dport_network_order: bool,
+    /// The socket keeps the ports in network order; the tracepoint record
+    /// (and so the event) has them in host order.
+    ports_network_order: bool,
 }
 
 #[inline(always)]
@@ -149,16 +149,19 @@ fn tuple<F: Fields>(f: &F, at: TupleAt) -> Result<Tuple, Counted> {
         saddr[..4].copy_from_slice(&f.get::<[u8; 4]>(at.saddr)?);
         daddr[..4].copy_from_slice(&f.get::<[u8; 4]>(at.daddr)?);
     }
-    let dport = f.get::<u16>(at.dport)?;
+    let port = |offset: u32| -> Result<u16, Counted> {
+        let raw = f.get::<u16>(offset)?;
+        Ok(if at.ports_network_order {
+            u16::from_be(raw)
+        } else {
+            raw
+        })
+    };
     Ok(Tuple {
         family,
         protocol: f.get::<u16>(at.protocol)?,
-        sport: f.get::<u16>(at.sport)?,
-        dport: if at.dport_network_order {
-            u16::from_be(dport)
-        } else {
-            dport
-        },
+        sport: port(at.sport)?,
+        dport: port(at.dport)?,
         saddr,
         daddr,
     })
@@ -182,7 +185,7 @@ fn on_record(ctx: &TracePointContext) -> Result<(), Counted> {
         daddr: off!(tp_sk_daddr),
         saddr_v6: off!(tp_sk_saddr_v6),
         daddr_v6: off!(tp_sk_daddr_v6),
-        dport_network_order: false,
+        ports_network_order: false,
     };
     report(sk, inum, kernel, old, new, tuple(ctx, at)?)
 }
@@ -199,17 +202,16 @@ fn on_args(sk: u64, old: i32, new: i32) -> Result<(), Counted> {
     let Some((inum, kernel)) = in_scope(sk)? else {
         return Ok(());
     };
-    // skc_num is the local port in host order already.
     let at = TupleAt {
         family: off!(sk_family),
         protocol: off!(sk_protocol),
-        sport: off!(sk_num),
+        sport: off!(sk_sport),
         dport: off!(sk_dport),
-        saddr: off!(sk_rcv_saddr),
+        saddr: off!(sk_saddr),
         daddr: off!(sk_daddr),
         saddr_v6: off!(sk_v6_rcv_saddr),
         daddr_v6: off!(sk_v6_daddr),
-        dport_network_order: true,
+        ports_network_order: true,
     };
     report(sk, inum, kernel, old, new, tuple(&Sock(sk), at)?)
 }

@@ -908,6 +908,13 @@ pub fn check_tcpsock(run: &Run) -> Result<String, String> {
             at(v)
         ));
     }
+    // The module closes both ends: their last change (to CLOSE, after the
+    // kernel released the local port) still carries the connection's ports.
+    if !socks.iter().any(|v| v["newstate"] == "CLOSE") {
+        return Err(format!(
+            "no socket line to CLOSE with the module's ports {tuples:?}"
+        ));
+    }
     if !run.of_type("cleanup_net").any(|v| {
         v["phase"] == "end"
             && v["netns"]
@@ -1362,6 +1369,7 @@ mod tests {
     }
 
     const SOCK: &str = r#"{"type":"socket","netns":20,"sk":"0xff3","family":"ipv4","protocol":"tcp","saddr":"127.0.0.1","sport":40000,"daddr":"127.0.0.1","dport":35000,"oldstate":"SYN_SENT","newstate":"ESTABLISHED","kernel":true,"dst_dev":"lo"}"#;
+    const CLOSED: &str = r#"{"type":"socket","netns":20,"sk":"0xff3","family":"ipv4","protocol":"tcp","saddr":"127.0.0.1","sport":40000,"daddr":"127.0.0.1","dport":35000,"oldstate":"FIN_WAIT1","newstate":"CLOSE","kernel":true,"dst_dev":null}"#;
     const END: &str = r#"{"type":"cleanup_net","phase":"end","netns":[19,20]}"#;
 
     fn wait_with(holder: &str) -> String {
@@ -1372,7 +1380,7 @@ mod tests {
 
     #[test]
     fn tcpsock_pass_and_failures() {
-        let ok = tcpsock_run(&[SOCK, END, SUMMARY], &TUPLES);
+        let ok = tcpsock_run(&[SOCK, CLOSED, END, SUMMARY], &TUPLES);
         assert!(
             ok.as_ref().unwrap().contains("SYN_SENT->ESTABLISHED"),
             "{ok:?}"
@@ -1382,9 +1390,9 @@ mod tests {
             .replace("40000", "X")
             .replace("35000", "40000")
             .replace("X", "35000");
-        assert!(tcpsock_run(&[&accepted, END, SUMMARY], &TUPLES[..1]).is_ok());
+        assert!(tcpsock_run(&[&accepted, CLOSED, END, SUMMARY], &TUPLES[..1]).is_ok());
         err(
-            tcpsock_run(&[SOCK, END, SUMMARY], &[]),
+            tcpsock_run(&[SOCK, CLOSED, END, SUMMARY], &[]),
             "no 'netns_leak: tcpsock'",
         );
         let user = SOCK.replace(r#""kernel":true"#, r#""kernel":false"#);
@@ -1402,12 +1410,26 @@ mod tests {
             tcpsock_run(&[&other_port, END, SUMMARY], &TUPLES),
             "no socket line",
         );
-        err(tcpsock_run(&[SOCK, SUMMARY], &TUPLES), "no cleanup_net end");
+        err(
+            tcpsock_run(&[SOCK, CLOSED, SUMMARY], &TUPLES),
+            "no cleanup_net end",
+        );
+        // The close must be seen with the connection's ports (tp_btf once
+        // read the local port after the kernel had released it: 0).
+        err(
+            tcpsock_run(&[SOCK, END, SUMMARY], &TUPLES),
+            "no socket line to CLOSE",
+        );
+        let port_gone = CLOSED.replace("40000", "0");
+        err(
+            tcpsock_run(&[SOCK, &port_gone, END, SUMMARY], &TUPLES),
+            "no socket line to CLOSE",
+        );
         // Blamed as a socket, or through a dst cached in it.
         let sock_holder = r#"{"kind":"socket","obj":"0xff3","address":null,"socket":{"sport":40000,"dport":35000}}"#;
         let w = wait_with(sock_holder);
         err(
-            tcpsock_run(&[SOCK, &w, END, SUMMARY], &TUPLES),
+            tcpsock_run(&[SOCK, CLOSED, &w, END, SUMMARY], &TUPLES),
             "blames the closed",
         );
         let dst_of_sock = DST.replace(
@@ -1416,12 +1438,12 @@ mod tests {
         );
         let w = wait_with(&dst_of_sock);
         err(
-            tcpsock_run(&[SOCK, &w, END, SUMMARY], &TUPLES),
+            tcpsock_run(&[SOCK, CLOSED, &w, END, SUMMARY], &TUPLES),
             "blames the closed",
         );
         // Some other dst on lo is not a blame of the socket.
         let w = wait_with(DST);
-        assert!(tcpsock_run(&[SOCK, &w, END, SUMMARY], &TUPLES).is_ok());
+        assert!(tcpsock_run(&[SOCK, CLOSED, &w, END, SUMMARY], &TUPLES).is_ok());
     }
 
     #[test]

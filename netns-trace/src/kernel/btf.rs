@@ -47,19 +47,32 @@ pub fn resolve_offsets(btf: &Btf) -> (Offsets, Vec<String>) {
     );
     field(&mut offsets.sock_dst_cache, "sock", &["sk_dst_cache"]);
     // What the tp_btf socket program reads from the socket itself (the
-    // classic tracepoint hands it over in its record instead).
-    for (slot, path) in [
-        (&mut offsets.sk_family, &["__sk_common", "skc_family"][..]),
-        (&mut offsets.sk_protocol, &["sk_protocol"][..]),
-        (&mut offsets.sk_num, &["__sk_common", "skc_num"][..]),
-        (&mut offsets.sk_dport, &["__sk_common", "skc_dport"][..]),
+    // classic tracepoint hands it over in its record instead), from the
+    // fields the tracepoint takes them from: the local end is inet_sock's
+    // inet_saddr/inet_sport, which outlive the port's release on close
+    // (skc_num is zeroed before the change to CLOSE is traced).
+    for (slot, strukt, path) in [
         (
-            &mut offsets.sk_rcv_saddr,
-            &["__sk_common", "skc_rcv_saddr"][..],
+            &mut offsets.sk_family,
+            "sock",
+            &["__sk_common", "skc_family"][..],
         ),
-        (&mut offsets.sk_daddr, &["__sk_common", "skc_daddr"][..]),
+        (&mut offsets.sk_protocol, "sock", &["sk_protocol"][..]),
+        (
+            &mut offsets.sk_dport,
+            "sock",
+            &["__sk_common", "skc_dport"][..],
+        ),
+        (
+            &mut offsets.sk_daddr,
+            "sock",
+            &["__sk_common", "skc_daddr"][..],
+        ),
+        // struct sock is inet_sock's first member: same base pointer.
+        (&mut offsets.sk_sport, "inet_sock", &["inet_sport"][..]),
+        (&mut offsets.sk_saddr, "inet_sock", &["inet_saddr"][..]),
     ] {
-        field(slot, "sock", path);
+        field(slot, strukt, path);
     }
     // IPv6 addresses exist only with CONFIG_IPV6.
     for (slot, name) in [
@@ -285,11 +298,20 @@ mod tests {
         assert!(byte_offset(&btf, "sock", &["sk_kern_sock"]).is_err());
         let bits = bit_offset(&btf, "sock", &["sk_kern_sock"]).unwrap();
         assert_eq!(offsets.sock_kern_byte * 8 + offsets.sock_kern_bit, bits);
-        // The port and address pairs are anonymous structs inside unions of
-        // sock_common: found through them, in their fixed order.
-        assert_eq!(offsets.sk_num, offsets.sk_dport + 2);
-        assert_eq!(offsets.sk_rcv_saddr, offsets.sk_daddr + 4);
+        // The peer's port and address are in anonymous structs inside
+        // unions of sock_common: found through them, in their fixed order.
+        assert_eq!(
+            byte_offset(&btf, "sock", &["__sk_common", "skc_num"]).unwrap(),
+            offsets.sk_dport + 2
+        );
+        assert_eq!(
+            byte_offset(&btf, "sock", &["__sk_common", "skc_rcv_saddr"]).unwrap(),
+            offsets.sk_daddr + 4
+        );
         assert!(offsets.sk_family < offsets.sk_protocol);
+        // The local end is inet_sock's, past the whole struct sock.
+        assert!(offsets.sk_saddr > offsets.sock_dst_cache);
+        assert!(offsets.sk_saddr < offsets.sk_sport);
         let states = tcp_state_names(&btf);
         assert_eq!(states.get(&1).map(String::as_str), Some("ESTABLISHED"));
         assert_eq!(states.get(&10).map(String::as_str), Some("LISTEN"));
