@@ -33,7 +33,7 @@ pub static SCOPE_NETNS: HashMap<u32, u8> = HashMap::with_max_entries(8192, 0);
 #[derive(Clone, Copy)]
 pub struct CallEntry {
     pub ts_ns: u64,
-    /// Hook specific: copy_net_ns flags, rtnl_unlock caller, work item...
+    /// Hook specific: copy_net_ns flags, a device, a work item...
     pub arg: u64,
 }
 
@@ -41,8 +41,6 @@ pub struct CallEntry {
 pub static COPY_NET_NS_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static CLEANUP_NET_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(64, 0);
-#[map]
-pub static RTNL_UNLOCK_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static RUN_TODO_CALLS: HashMap<u64, CallEntry> = HashMap::with_max_entries(4096, 0);
 #[map]

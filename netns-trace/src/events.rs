@@ -11,7 +11,7 @@ use std::mem::size_of;
 use netns_trace_common::{
     create_source, event_size, kind, obj_kind, phase, release_reason, tracker_op, BlockedTask,
     CleanupNet, DevWait, Header, NetnsCreate, NetnsDestroy, ObjHold, ObjRelease, RtnlUnlock,
-    RunTodo, SockState, TrackerCall, TrackerStart, WatchDone, WatchHit, WatchTarget,
+    SockState, TrackerCall, TrackerStart, WatchDone, WatchHit, WatchTarget,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,6 @@ pub enum Event {
     NetnsDestroy(NetnsDestroy),
     CleanupNet(CleanupNet),
     RtnlUnlock(RtnlUnlock),
-    RunTodo(RunTodo),
     DevWait(DevWait),
     ObjHold(ObjHold),
     ObjRelease(ObjRelease),
@@ -42,7 +41,6 @@ impl Event {
             Event::NetnsDestroy(e) => &e.hdr,
             Event::CleanupNet(e) => &e.hdr,
             Event::RtnlUnlock(e) => &e.hdr,
-            Event::RunTodo(e) => &e.hdr,
             Event::DevWait(e) => &e.hdr,
             Event::ObjHold(e) => &e.hdr,
             Event::ObjRelease(e) => &e.hdr,
@@ -135,7 +133,6 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             Event::CleanupNet(e)
         }
         kind::RTNL_UNLOCK => Event::RtnlUnlock(read(buf)?),
-        kind::RUN_TODO => Event::RunTodo(read(buf)?),
         kind::DEV_WAIT => Event::DevWait(read(buf)?),
         kind::OBJ_HOLD => {
             let e: ObjHold = read(buf)?;
@@ -300,11 +297,6 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(decode(&bytes_of(&r)), Ok(Event::RtnlUnlock(r)));
-        let t = RunTodo {
-            hdr: hdr(kind::RUN_TODO),
-            duration_ns: 3,
-        };
-        assert_eq!(decode(&bytes_of(&t)), Ok(Event::RunTodo(t)));
         let w = DevWait {
             hdr: hdr(kind::DEV_WAIT),
             refcnt: 2,
@@ -426,14 +418,15 @@ pub(crate) mod tests {
 
     #[test]
     fn unaligned_and_trailing_bytes() {
-        let t = RunTodo {
-            hdr: hdr(kind::RUN_TODO),
+        let t = RtnlUnlock {
+            hdr: hdr(kind::RTNL_UNLOCK),
             duration_ns: 77,
+            caller: 5,
         };
         let mut buf = vec![0u8];
         buf.extend(bytes_of(&t));
         buf.extend([0xaa; 8]);
-        assert_eq!(decode(&buf[1..]), Ok(Event::RunTodo(t)));
+        assert_eq!(decode(&buf[1..]), Ok(Event::RtnlUnlock(t)));
     }
 
     #[test]

@@ -120,7 +120,6 @@ pub enum Record {
     NetnsDestroy(NetnsDestroyRec),
     CleanupNet(CleanupNetRec),
     RtnlUnlock(RtnlUnlockRec),
-    RunTodo(RunTodoRec),
     DevWait(DevWaitRec),
     /// A device that was waiting became free: `waiting_s` is the whole wait.
     DevReleased(DevWaitRec),
@@ -221,16 +220,6 @@ pub struct RtnlUnlockRec {
     pub caller: Option<String>,
     #[serde(serialize_with = "hex")]
     pub caller_addr: u64,
-    pub pid: u32,
-    pub comm: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunTodoRec {
-    #[serde(rename = "time", serialize_with = "secs3")]
-    pub time_ns: u64,
-    #[serde(rename = "duration_us", serialize_with = "us")]
-    pub duration_ns: u64,
     pub pid: u32,
     pub comm: String,
 }
@@ -1061,10 +1050,6 @@ pub fn human(rec: &Record) -> String {
                 &d,
             )
         }
-        Record::RunTodo(r) => {
-            let d = format!("dur={}", fmt_duration(r.duration_ns));
-            line(r.time_ns, "run_todo", "-", &r.pid.to_string(), &r.comm, &d)
-        }
         Record::DevWait(r) => {
             // From first sight the true wait is longer: say "at least".
             let op = if r.wait_since == "run_todo" {
@@ -1347,7 +1332,6 @@ impl Record {
             Record::NetnsDestroy(r) => r.time_ns,
             Record::CleanupNet(r) => r.time_ns,
             Record::RtnlUnlock(r) => r.time_ns,
-            Record::RunTodo(r) => r.time_ns,
             Record::DevWait(r) | Record::DevReleased(r) => r.time_ns,
             Record::Socket(r) => r.time_ns,
             Record::Watch(r) => r.time_ns,
@@ -1660,15 +1644,17 @@ mod tests {
             json_line(&r),
             r#"{"type":"rtnl_unlock","time":2.0,"duration_us":15500,"caller":"rtnetlink_rcv_msg+0x1a","caller_addr":"0xffffffff81001a1a","pid":5,"comm":"ip"}"#
         );
-        let t = Record::RunTodo(RunTodoRec {
+        let t = Record::RtnlUnlock(RtnlUnlockRec {
             time_ns: 0,
             duration_ns: 999,
+            caller: None,
+            caller_addr: 0,
             pid: 9,
             comm: "k".into(),
         });
         assert_eq!(
             json_line(&t),
-            r#"{"type":"run_todo","time":0.0,"duration_us":0,"pid":9,"comm":"k"}"#
+            r#"{"type":"rtnl_unlock","time":0.0,"duration_us":0,"caller":null,"caller_addr":"0x0","pid":9,"comm":"k"}"#
         );
         let l = Record::Lost(LostRec {
             time_ns: 3_000_000_000,
@@ -1776,15 +1762,17 @@ mod tests {
             human(&l),
             "   0.001 lost                   -       - -                ringbuf_drops=0 read_errors=0 map_full=2 missed_entry=0 decode_errors=0 (totals)"
         );
-        let rt = Record::RunTodo(RunTodoRec {
+        let rt = Record::RtnlUnlock(RtnlUnlockRec {
             time_ns: 0,
             duration_ns: 850_000,
+            caller: None,
+            caller_addr: 0,
             pid: 9,
             comm: "k".into(),
         });
         assert_eq!(
             human(&rt),
-            "   0.000 run_todo               -       9 k                dur=850us"
+            "   0.000 rtnl_unlock            -       9 k                dur=850us caller=?"
         );
     }
 
@@ -2041,7 +2029,6 @@ mod tests {
             "netns_destroy",
             "cleanup_net",
             "rtnl_unlock",
-            "run_todo",
             "dev_wait",
             "dev_released",
             "socket",

@@ -154,9 +154,10 @@ pub static HOOKS: &[Hook] = &[
         ],
     },
     Hook {
-        name: "rtnl_unlock",
-        symbols: &["rtnl_unlock"],
-        purpose: "slow rtnl critical sections (out-of-line callers only)",
+        name: "netdev_run_todo",
+        symbols: &["netdev_run_todo"],
+        purpose:
+            "slow rtnl_unlock calls (it runs this) with their caller; start of the refcount wait",
         role: Role::Core,
         expect_inline: false,
         needs_abi: false,
@@ -164,25 +165,9 @@ pub static HOOKS: &[Hook] = &[
             // fentry first, as everywhere: a kprobe+kretprobe pair costs
             // more per call (this runs ~3 times per namespace teardown).
             // The fexit program reads the caller from the trampoline's
-            // frame, checked against rtnl_unlock's address (rtnl.rs).
-            &[
-                f("rtnl_unlock_fentry", Fentry),
-                f("rtnl_unlock_fexit", Fexit),
-            ],
-            &[
-                f("rtnl_unlock_kprobe", Kprobe),
-                f("rtnl_unlock_kretprobe", Kretprobe),
-            ],
-        ],
-    },
-    Hook {
-        name: "netdev_run_todo",
-        symbols: &["netdev_run_todo"],
-        purpose: "device unregister timing (start of the refcount wait)",
-        role: Role::Core,
-        expect_inline: false,
-        needs_abi: false,
-        alternatives: &[
+            // frame, checked against the function's address (rtnl.rs).
+            // rtnl_unlock itself is not hooked: it tail-calls this, so a
+            // second pair would time the same call twice.
             &[
                 f("netdev_run_todo_fentry", Fentry),
                 f("netdev_run_todo_fexit", Fexit),
@@ -1048,12 +1033,7 @@ mod tests {
     fn debian_kernel_full_tracer() {
         let (s, t) = debian();
         let plan = Plan::new(ALL, &s, Some(&t));
-        for h in [
-            "copy_net_ns",
-            "cleanup_net",
-            "rtnl_unlock",
-            "netdev_run_todo",
-        ] {
+        for h in ["copy_net_ns", "cleanup_net", "netdev_run_todo"] {
             assert_eq!(plan.hook(h).unwrap().status, SymbolStatus::Found);
             assert_eq!(
                 methods(&plan, h),
@@ -1078,7 +1058,7 @@ mod tests {
         assert!(plan.full_tracer_possible());
         assert!(plan.degraded_reasons().is_empty());
         assert!(plan.needed_fallbacks().is_empty());
-        assert_eq!(plan.core().count(), 13);
+        assert_eq!(plan.core().count(), 12);
         assert_eq!(plan.cleanup_net_addr(), Some(0xffffffff81000100));
         let cand = &plan.hook("copy_net_ns").unwrap().candidates[1];
         assert_eq!(
@@ -1108,7 +1088,6 @@ HOOK                  SYMBOL                                       STATUS      M
 copy_net_ns           copy_net_ns                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
 cleanup_net           cleanup_net                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
 __put_net             __put_net                                    found       fentry        planned; fallback kprobe
-rtnl_unlock           rtnl_unlock                                  found       fentry+fexit  planned; fallback kprobe+kretprobe
 netdev_run_todo       netdev_run_todo                              found       fentry+fexit  planned; fallback kprobe+kretprobe
 netdev_refcnt_read    netdev_refcnt_read                           found       fexit         planned; fallback kprobe+kretprobe
 dst_init              dst_init                                     found       fentry        planned; fallback kprobe
@@ -1156,12 +1135,12 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         );
         assert_eq!(rows[2].method, "fentry");
         assert_eq!(rows[2].note, "verified (dry run)");
-        assert_eq!(rows[13].note, "inlined (expected); not hookable");
+        assert_eq!(rows[12].note, "inlined (expected); not hookable");
         assert_eq!(
-            rows[16].note,
+            rows[15].note,
             "standby: used only if copy_net_ns cannot be hooked"
         );
-        let j = serde_json::to_string(&rows[13]).unwrap();
+        let j = serde_json::to_string(&rows[12]).unwrap();
         assert_eq!(
             j,
             r#"{"hook":"netdev_wait_allrefs","symbol":"netdev_wait_allrefs_any|netdev_wait_allrefs","status":"inlined","method":"-","note":"inlined (expected); not hookable"}"#
@@ -1374,8 +1353,7 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
                 "copy_net_ns: no fentry/fexit or kprobe/kretprobe support; using unshare + fork instead",
                 "cleanup_net: no fentry/fexit or kprobe/kretprobe support; using workqueue instead",
                 "__put_net: no fentry or kprobe support; not seen: namespace destroy requests (last reference dropped)",
-                "rtnl_unlock: no fentry/fexit or kprobe/kretprobe support; not seen: slow rtnl critical sections (out-of-line callers only)",
-                "netdev_run_todo: no fentry/fexit or kprobe/kretprobe support; not seen: device unregister timing (start of the refcount wait)",
+                "netdev_run_todo: no fentry/fexit or kprobe/kretprobe support; not seen: slow rtnl_unlock calls (it runs this) with their caller; start of the refcount wait",
                 "netdev_refcnt_read: no fexit or kprobe/kretprobe support; not seen: devices waiting to become free, with usage count",
                 "dst_init: no fentry or kprobe support; not seen: dst entries taking a device reference",
                 "dst_alloc: no fexit or kretprobe support; not seen: dst entries allocated (dst_init may be inlined into it)",
@@ -1386,11 +1364,11 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
             ]
         );
         let rows = plan.rows();
-        assert_eq!(rows[16].method, "tracepoint");
-        assert_eq!(rows[16].note, "planned: replaces copy_net_ns");
-        assert_eq!(rows[17].method, "tp_btf");
+        assert_eq!(rows[15].method, "tracepoint");
+        assert_eq!(rows[15].note, "planned: replaces copy_net_ns");
+        assert_eq!(rows[16].method, "tp_btf");
         assert_eq!(
-            rows[12],
+            rows[11],
             HookRow {
                 hook: "sock_state".into(),
                 symbol: "sock:inet_sock_set_state".into(),

@@ -16,8 +16,8 @@ use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
     IncidentRec, LostCounts, LostRec, NetnsCreateRec, NetnsDestroyRec, Record, RtnlUnlockRec,
-    RunTodoRec, ScanRec, SiteRec, SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan,
-    WatchRec, WatchState,
+    ScanRec, SiteRec, SocketBrief, SocketRec, StillWaiting, SummaryRec, TableScan, WatchRec,
+    WatchState,
 };
 use netns_trace_common::WatchTarget;
 
@@ -76,7 +76,8 @@ struct Device {
     netns: u32,
     refcnt: i32,
     since_ns: u64,
-    /// The task in the wait loop; its `run_todo` end releases the device.
+    /// The task in the wait loop; the end of its `rtnl_unlock`
+    /// (`netdev_run_todo`) releases the device.
     pid: u32,
     /// Holders last shown in the human block (objects' addresses).
     shown: Vec<u64>,
@@ -603,27 +604,23 @@ impl Session {
                     })
                 })
             }
-            // rtnl and run_todo are global (no namespace): never filtered.
-            Event::RtnlUnlock(e) => Some(Record::RtnlUnlock(RtnlUnlockRec {
-                time_ns: self.rel(e.hdr.ts_ns),
-                duration_ns: e.duration_ns,
-                // The loader's one symbol table lives in its resolver.
-                // 0: the probe could not see the caller (rtnl.rs).
-                caller: (e.caller != 0).then(|| {
-                    self.resolver
-                        .as_mut()
-                        .and_then(|r| r.0.symbolize(&[e.caller]).pop())
-                        .unwrap_or_else(|| format!("{:#x}", e.caller))
-                }),
-                caller_addr: e.caller,
-                pid: e.hdr.pid,
-                comm: comm(&e.hdr),
-            })),
-            Event::RunTodo(e) => {
+            // rtnl_unlock is global (no namespace): never filtered. It is
+            // timed on netdev_run_todo: its end also frees the devices the
+            // task was waiting for.
+            Event::RtnlUnlock(e) => {
                 self.forget_devices(|d| d.pid == e.hdr.pid);
-                Some(Record::RunTodo(RunTodoRec {
+                Some(Record::RtnlUnlock(RtnlUnlockRec {
                     time_ns: self.rel(e.hdr.ts_ns),
                     duration_ns: e.duration_ns,
+                    // The loader's one symbol table lives in its resolver.
+                    // 0: the probe could not see the caller (rtnl.rs).
+                    caller: (e.caller != 0).then(|| {
+                        self.resolver
+                            .as_mut()
+                            .and_then(|r| r.0.symbolize(&[e.caller]).pop())
+                            .unwrap_or_else(|| format!("{:#x}", e.caller))
+                    }),
+                    caller_addr: e.caller,
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
                 }))
@@ -890,8 +887,7 @@ mod tests {
     use crate::kallsyms::Symbols;
     use crate::output::{human, json_line};
     use netns_trace_common::{
-        kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, RunTodo, TrackerCall,
-        TrackerStart,
+        kind, CleanupNet, DevWait, NetnsCreate, NetnsDestroy, RtnlUnlock, TrackerCall, TrackerStart,
     };
 
     const T0: u64 = 1_000_000_000_000;
@@ -1153,26 +1149,28 @@ mod tests {
     }
 
     #[test]
-    fn run_todo_end_releases_same_task_only() {
+    fn rtnl_unlock_end_releases_same_task_only() {
         let mut s = session(vec![], vec![]);
         s.on_event(dev_wait(S, 11, 2, 0, S, 0));
-        let other = RunTodo {
-            hdr: hdr(kind::RUN_TODO, 2 * S, 5, "ip"),
+        let other = RtnlUnlock {
+            hdr: hdr(kind::RTNL_UNLOCK, 2 * S, 5, "ip"),
             duration_ns: S,
+            caller: 0,
         };
-        s.on_event(Event::RunTodo(other));
+        s.on_event(Event::RtnlUnlock(other));
         let Record::Summary(sum) = s.summary(T0 + 3 * S) else {
             panic!()
         };
         assert_eq!(sum.devices_still_waiting.len(), 1);
-        let mine = RunTodo {
-            hdr: hdr(kind::RUN_TODO, 3 * S, 93, "kworker/u4:1"),
+        let mine = RtnlUnlock {
+            hdr: hdr(kind::RTNL_UNLOCK, 3 * S, 93, "kworker/u4:1"),
             duration_ns: 2 * S,
+            caller: 0,
         };
-        let r = s.on_event(Event::RunTodo(mine)).unwrap();
+        let r = s.on_event(Event::RtnlUnlock(mine)).unwrap();
         assert_eq!(
             json_line(&r),
-            r#"{"type":"run_todo","time":3.0,"duration_us":2000000,"pid":93,"comm":"kworker/u4:1"}"#
+            r#"{"type":"rtnl_unlock","time":3.0,"duration_us":2000000,"caller":null,"caller_addr":"0x0","pid":93,"comm":"kworker/u4:1"}"#
         );
         let Record::Summary(sum) = s.summary(T0 + 4 * S) else {
             panic!()

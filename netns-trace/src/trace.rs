@@ -70,7 +70,7 @@ pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, V
     } else {
         exact_mode::STUCK
     };
-    config.rtnl_unlock_addr = prepared.symbols.address_of("rtnl_unlock").unwrap_or(0);
+    config.run_todo_addr = prepared.symbols.address_of("netdev_run_todo").unwrap_or(0);
     config.per_cpu_offset_addr = prepared
         .symbols
         .any_address_of("__per_cpu_offset")

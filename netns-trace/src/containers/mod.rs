@@ -269,7 +269,6 @@ impl ContainerMap {
                 }
             }
             Record::RtnlUnlock(_)
-            | Record::RunTodo(_)
             | Record::Lost(_)
             | Record::Attach(_)
             | Record::Watch(_)

@@ -1,6 +1,6 @@
 use super::procfs::tests::FakeProc;
 use super::*;
-use crate::output::{human, json_line, NetnsCreateRec, NetnsDestroyRec, RunTodoRec};
+use crate::output::{human, json_line, NetnsCreateRec, NetnsDestroyRec, RtnlUnlockRec};
 
 const INIT: u32 = 4026531840;
 const A: &str = "1b001ca0020613b7a78776783a4e8c542646ed7c1a1fb6f0c2b8f6a6812e03a3";
@@ -74,10 +74,12 @@ fn destroy(netns: u32) -> Record {
     })
 }
 
-fn run_todo() -> Record {
-    Record::RunTodo(RunTodoRec {
+fn rtnl_unlock() -> Record {
+    Record::RtnlUnlock(RtnlUnlockRec {
         time_ns: 3 * S,
         duration_ns: 1000,
+        caller: None,
+        caller_addr: 0,
         pid: 9,
         comm: "kworker/u8:1".into(),
     })
@@ -212,7 +214,7 @@ fn queue_holds_records_in_order_until_the_api_answers() {
         &format!("0::/docker/{A}\n"),
     ));
     q.push(&mut map, create(4026532500, 430), S);
-    q.push(&mut map, run_todo(), S);
+    q.push(&mut map, rtnl_unlock(), S);
     assert!(map.want_api(S));
     // In flight: the create waits, and the record behind it too (order).
     assert!(q.ready(&map, S + S / 2).is_empty());
@@ -225,7 +227,7 @@ fn queue_holds_records_in_order_until_the_api_answers() {
             r#"{{"type":"netns_create","time":1.0,"wall":"1970-01-01T00:00:00.000Z","netns":4026532500,"net":"0x0","pid":430,"tgid":430,"comm":"runc:[1:CHILD]","flags":"0x40000000","clone_newnet":true,"duration_us":null,"error":null,"source":"copy_net_ns","container":{{"id":"{A}","name":"web1","image":"nt-busybox:latest","unknown":null}}}}"#
         )
     );
-    assert!(matches!(out[1], Record::RunTodo(_)));
+    assert!(matches!(out[1], Record::RtnlUnlock(_)));
     assert!(q.is_empty());
 }
 
