@@ -135,7 +135,12 @@ pub mod mode {
     /// ref_tracker_alloc/free/dir_exit are all hooked: new loopback
     /// devices are counted through the kernel's tracker.
     pub const TRACKER: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// 1: the reader's last poll found the ring empty. The next routine
+    /// event wakes it and clears this, so the first event after a quiet
+    /// spell is not held back a poll interval; while events flow they are
+    /// batched.
+    pub const READER_IDLE: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Common prefix of every event.

@@ -8,9 +8,9 @@ use aya_ebpf::{
     },
     maps::HashMap,
 };
-use netns_trace_common::{stat, Config, Header, Offsets};
+use netns_trace_common::{mode, stat, Config, Header, Offsets};
 
-use crate::maps::{CallEntry, EVENTS, SCOPE_NETNS, SCOPE_TGIDS, STATS};
+use crate::maps::{CallEntry, EVENTS, MODE, SCOPE_NETNS, SCOPE_TGIDS, STATS};
 
 /// Overridden by the loader (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -131,9 +131,18 @@ const WAKE_AT_BYTES: u64 = 256 << 10;
 
 /// Flags for a routine event: no wakeup (the reader collects events every
 /// poll interval, so a namespace's dozen events cost one wakeup of the
-/// loader between them, not a dozen), unless the ring is filling up.
+/// loader between them, not a dozen), unless the reader's last poll found
+/// nothing (the first event after a quiet spell goes out at once; clearing
+/// the flag keeps the rest batched) or the ring is filling up.
 #[inline(always)]
 pub fn lazy_wakeup() -> u64 {
+    if let Some(idle) = MODE.get_ptr_mut(mode::READER_IDLE) {
+        // Two CPUs may both see it set: one wakeup too many, harmless.
+        if unsafe { *idle } != 0 {
+            unsafe { *idle = 0 };
+            return RB_FORCE_WAKEUP;
+        }
+    }
     if EVENTS.query(RB_AVAIL_DATA) >= WAKE_AT_BYTES {
         RB_FORCE_WAKEUP
     } else {

@@ -5,7 +5,8 @@
 //! a few percent of a loopback TCP loop that produces no events at all, and
 //! a 50 ms poll while events flow at several percent of namespace churn
 //! (docs/performance.md). Urgent events (a stuck device, a watch request)
-//! wake the loader at once either way.
+//! wake the loader at once either way, and so does the first event after
+//! a poll that found none (`trace::reader_idle`).
 use std::time::Duration;
 
 pub const MIN: Duration = Duration::from_millis(250);

@@ -361,11 +361,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let destroy_seen = plan.hook("__put_net").is_some_and(|h| h.chosen().is_some());
     let degraded = !plan.full_tracer_possible() || !missing.is_empty();
     let tracker = tracker_verdict(plan, &offsets, &config);
+    // Kept for the session: the reader's idle flag lives there too.
+    let mut modes: Array<MapData, u32> = take(&mut ebpf, "MODE")?;
     {
-        let mut modes: Array<_, u32> = Array::try_from(
-            ebpf.map_mut("MODE")
-                .ok_or_else(|| anyhow!("map MODE missing"))?,
-        )?;
         if !creation_exact {
             modes
                 .set(mode::DEGRADED, 1, 0)
@@ -448,6 +446,8 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
 
     let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
+    // The first event after start wakes the reader (see reader_idle).
+    reader_idle(&mut modes);
     let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "STATS")?;
     #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
@@ -522,6 +522,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 let ctx = RingCtx { session: &mut session, watcher: &mut watcher, out: &mut out };
                 service(ring.get_mut(), ctx, &mut ebpf, &mut scanner, task_iter.is_ok(), &mut incident_done)?;
                 let found = session.events_read() > before;
+                if !found {
+                    reader_idle(&mut modes);
+                }
                 poll.as_mut().reset(tokio::time::Instant::now() + backoff.next(found));
             }
             guard = readable(ring_poll.as_ref()) => {
@@ -709,6 +712,18 @@ impl Mapping {
                 log::warn!("{e}");
             }
         }
+    }
+}
+
+/// Tells the programs that a poll found the ring empty: the next routine
+/// event wakes the reader at once (and clears the flag, `kread::lazy_wakeup`)
+/// instead of waiting for the next poll. While events flow the flag stays
+/// clear and they are collected in batches; the first one after a quiet
+/// spell (or after start) is not held back. Best effort: without it events
+/// still arrive with the next poll.
+fn reader_idle(modes: &mut Array<MapData, u32>) {
+    if let Err(e) = modes.set(mode::READER_IDLE, 1, 0) {
+        log::debug!("setting the reader's idle flag: {e}");
     }
 }
 
