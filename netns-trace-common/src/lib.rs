@@ -592,6 +592,9 @@ pub struct Config {
     /// that the trampoline frame it reads the caller from is the one that
     /// `netdev_run_todo` called (0: never trust the frame).
     pub run_todo_addr: u64,
+    /// Address of `net_todo_list` (kallsyms, a data symbol): calls of
+    /// `netdev_run_todo` that find it empty are not timed (0: all are).
+    pub net_todo_list_addr: u64,
 }
 
 impl Config {
@@ -608,6 +611,7 @@ impl Config {
             nr_cpus: 1,
             per_cpu_offset_addr: 0,
             run_todo_addr: 0,
+            net_todo_list_addr: 0,
         }
     }
 }

@@ -17,10 +17,29 @@ use crate::{
     maps::RUN_TODO_CALLS,
 };
 
-/// `caller`: the return address when the probe can see it (0 otherwise).
-/// Most calls are fast: the event header (comm, pid, cpu: three helper
-/// calls) is built only for the few over the threshold.
-fn run_todo_exit(caller: u64) {
+/// At entry, rtnl is held, so the queue of devices to unregister cannot
+/// change before `netdev_run_todo` takes it. Most calls (bringing a device
+/// up, every netlink request) find it empty and only release the lock:
+/// not recorded, which spares them the map insert, and the exit its delete.
+/// Without the list's address (no data symbols in kallsyms) every call is.
+#[inline(always)]
+fn run_todo_enter() {
+    let todo = setting!(net_todo_list_addr);
+    if todo != 0 {
+        // An empty list_head points at itself.
+        let next = unsafe { bpf_probe_read_kernel(todo as *const u64) }.unwrap_or(0);
+        if next == todo {
+            return;
+        }
+    }
+    enter(&RUN_TODO_CALLS, 0);
+}
+
+/// `caller`: the return address when the probe can see it (0 otherwise),
+/// read only for a call over the threshold. The event header (comm, pid,
+/// cpu: three helper calls) too.
+#[inline(always)]
+fn run_todo_exit(caller: impl FnOnce() -> u64) {
     let Some(call) = leave(&RUN_TODO_CALLS) else {
         return;
     };
@@ -29,14 +48,14 @@ fn run_todo_exit(caller: u64) {
         emit(&RtnlUnlock {
             hdr: header(kind::RTNL_UNLOCK),
             duration_ns,
-            caller,
+            caller: caller(),
         });
     }
 }
 
 #[kprobe]
 pub fn netdev_run_todo_kprobe(_ctx: ProbeContext) -> u32 {
-    enter(&RUN_TODO_CALLS, 0);
+    run_todo_enter();
     0
 }
 
@@ -46,20 +65,19 @@ pub fn netdev_run_todo_kretprobe(ctx: RetProbeContext) -> u32 {
     // but it restores the real one into the saved instruction pointer
     // before return handlers run: that is the caller. (fexit reads it from
     // the trampoline's frame instead.)
-    let caller = unsafe { (*ctx.regs).rip };
-    run_todo_exit(caller);
+    run_todo_exit(|| unsafe { (*ctx.regs).rip });
     0
 }
 
 #[fentry(function = "netdev_run_todo")]
 pub fn netdev_run_todo_fentry(_ctx: FEntryContext) -> u32 {
-    enter(&RUN_TODO_CALLS, 0);
+    run_todo_enter();
     0
 }
 
 #[fexit(function = "netdev_run_todo")]
 pub fn netdev_run_todo_fexit(ctx: FExitContext) -> u32 {
-    run_todo_exit(trampoline_caller(&ctx));
+    run_todo_exit(|| trampoline_caller(&ctx));
     0
 }
 

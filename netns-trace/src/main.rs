@@ -101,10 +101,11 @@ fn kallsyms_file() -> Result<std::io::BufReader<std::fs::File>> {
 }
 
 /// Kernel symbols the start-up looks up by name, besides the hooks': the
-/// per-CPU offsets (watchpoints), the neighbour tables (holder scan) and
-/// ref_tracker (doctor).
+/// per-CPU offsets (watchpoints), the unregister queue (rtnl.rs), the
+/// neighbour tables (holder scan) and ref_tracker (doctor).
 const NAMED_SYMBOLS: &[&str] = &[
     "__per_cpu_offset",
+    "net_todo_list",
     "arp_tbl",
     "nd_tbl",
     "ref_tracker_alloc",

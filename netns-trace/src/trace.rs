@@ -71,6 +71,10 @@ pub fn settings(prepared: &Prepared, opts: &TraceOptions) -> (Offsets, Config, V
         exact_mode::STUCK
     };
     config.run_todo_addr = prepared.symbols.address_of("netdev_run_todo").unwrap_or(0);
+    config.net_todo_list_addr = prepared
+        .symbols
+        .any_address_of("net_todo_list")
+        .unwrap_or(0);
     config.per_cpu_offset_addr = prepared
         .symbols
         .any_address_of("__per_cpu_offset")

@@ -381,7 +381,7 @@ case "$scenario" in
   doctor)
     /bin/netns-trace doctor
     echo "nt-init: kallsyms of the hooks and holders:"
-    grep -wE 'copy_net_ns|cleanup_net|__put_net|rtnl_unlock|netdev_run_todo|netdev_refcnt_read|netdev_wait_allrefs_any|dst_alloc|dst_init|dst_destroy|dst_destroy_rcu|dst_dev_put|dst_release|__neigh_create|___neigh_create|neigh_destroy|in_dev_finish_destroy|ref_tracker_alloc|ref_tracker_free|rt_flush_dev|rt6_disable_ip|linkwatch_sync_dev|linkwatch_forget_dev|sk_free|__sk_free|init_net' /proc/kallsyms
+    grep -wE 'copy_net_ns|cleanup_net|__put_net|rtnl_unlock|netdev_run_todo|net_todo_list|netdev_refcnt_read|netdev_wait_allrefs_any|dst_alloc|dst_init|dst_destroy|dst_destroy_rcu|dst_dev_put|dst_release|__neigh_create|___neigh_create|neigh_destroy|in_dev_finish_destroy|ref_tracker_alloc|ref_tracker_free|rt_flush_dev|rt6_disable_ip|linkwatch_sync_dev|linkwatch_forget_dev|sk_free|__sk_free|init_net' /proc/kallsyms
     echo "nt-init: demo done" ;;
   *) echo "nt-init: unknown scenario '$scenario'" ;;
 esac
