@@ -367,19 +367,17 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let tracker = tracker_verdict(plan, &offsets, &config);
     // Kept for the session: the reader's idle flag lives there too.
     let mut modes: Array<MapData, u32> = take(&mut ebpf, "MODE")?;
-    {
-        if !creation_exact {
-            modes
-                .set(mode::DEGRADED, 1, 0)
-                .context("setting degraded mode")?;
-        }
-        // Only with all three tracker hooks in: a device counted from its
-        // creation must have every hold, put and its end seen.
-        if tracker.is_ok() && !opts.dry_run {
-            modes
-                .set(mode::TRACKER, 1, 0)
-                .context("switching on the ref_tracker ledger")?;
-        }
+    if !creation_exact {
+        modes
+            .set(mode::DEGRADED, 1, 0)
+            .context("setting degraded mode")?;
+    }
+    // Only with all three tracker hooks in: a device counted from its
+    // creation must have every hold, put and its end seen.
+    if tracker.is_ok() && !opts.dry_run {
+        modes
+            .set(mode::TRACKER, 1, 0)
+            .context("switching on the ref_tracker ledger")?;
     }
     let mut reasons = plan.degraded_reasons();
     reasons.extend(missing.iter().map(|m| format!("BTF: {m}")));
