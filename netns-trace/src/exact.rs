@@ -147,6 +147,11 @@ struct Watched {
     unpaired_releases: u32,
     /// The most recent release (who let go last).
     last_release: Option<Site>,
+    /// The last comparison with the kernel's own count: (kernel, ledger).
+    last_check: Option<(i64, i64)>,
+    /// The kernel's count when the ledger was last found to disagree with
+    /// it for good (see `check_kernel`); None while they agree.
+    kernel_disagrees: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +172,10 @@ pub struct ExactReport {
     pub unpaired_releases: u32,
     /// The most recent release (`holds` is 1).
     pub last_release: Option<Site>,
+    /// The kernel's own count of the references besides the device's, when
+    /// it disagrees with `outstanding`: writes were missed (see
+    /// `ExactLedger::check_kernel`).
+    pub kernel_disagrees: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -361,6 +370,34 @@ impl ExactLedger {
         Some((w.inum, w.name))
     }
 
+    /// Compares the ledger with the kernel's own count of `dev`'s
+    /// references besides its own (`kernel`: a `netdev_refcnt_read`
+    /// result minus the device's own reference). The kernel sums the
+    /// counters while other CPUs may be writing them, and a write's hit can
+    /// reach the ledger just after that sum: one disagreement proves
+    /// nothing. The ledger is wrong for good when it disagrees twice in a
+    /// row with neither count moving in between, or at the release
+    /// (`last`), the kernel's final word. Unseen writes are what such a
+    /// disagreement means: a breakpoint that did not fire (an emulator
+    /// reports one of two watchpoints on the same address) or hits lost.
+    pub fn check_kernel(&mut self, dev: u64, kernel: i64, last: bool) {
+        let own = self.own;
+        let Some(w) = self.devices.get_mut(&dev) else {
+            return;
+        };
+        let Some(seed) = w.seed else {
+            return;
+        };
+        let ledger = seed + w.delta - own;
+        let now = (kernel, ledger);
+        if kernel == ledger {
+            w.kernel_disagrees = None;
+        } else if last || w.last_check == Some(now) {
+            w.kernel_disagrees = Some(kernel);
+        }
+        w.last_check = Some(now);
+    }
+
     pub fn report(&self, dev: u64) -> Option<ExactReport> {
         let w = self.devices.get(&dev)?;
         let mut sites: HashMap<i32, Site> = HashMap::new();
@@ -388,6 +425,7 @@ impl ExactLedger {
             lost_writes: w.lost,
             unpaired_releases: w.unpaired_releases,
             last_release: w.last_release.clone(),
+            kernel_disagrees: w.kernel_disagrees,
         })
     }
 }
@@ -557,6 +595,38 @@ mod tests {
         // More releases than references: counted, not paired.
         l.on_hit(&hit(0x1100, -1, 2, 0, 4), path(&[0x90]));
         assert_eq!(l.report(0x100).unwrap().unpaired_releases, 1);
+    }
+
+    #[test]
+    fn a_ledger_the_kernel_contradicts_twice_says_so() {
+        // 11 besides lo's own at the seed; the kernel then counts 1: nine
+        // releases were never seen (the demo's two watchers under TCG).
+        let mut l = watched(1, &[12, 0]);
+        let disagrees = |l: &ExactLedger| l.report(0x100).unwrap().kernel_disagrees;
+        // The first disagreement may be a hit still on its way.
+        l.check_kernel(0x100, 1, false);
+        assert_eq!(disagrees(&l), None);
+        // It was: the hit arrives, and the two agree.
+        l.on_hit(&hit(0x1100, -1, 1, 0, 1), path(&[0x90]));
+        l.check_kernel(0x100, 10, false);
+        assert_eq!(disagrees(&l), None);
+        // Nothing moved between two reads that disagree: writes were missed.
+        l.check_kernel(0x100, 1, false);
+        l.check_kernel(0x100, 1, false);
+        assert_eq!(disagrees(&l), Some(1));
+        assert_eq!(l.report(0x100).unwrap().outstanding, Some(10));
+        // Agreeing again clears it.
+        l.check_kernel(0x100, 10, false);
+        assert_eq!(disagrees(&l), None);
+        // The release is the kernel's final word: one disagreement is enough.
+        l.check_kernel(0x100, 0, true);
+        assert_eq!(disagrees(&l), Some(0));
+        // Not seeded yet, or not watched: nothing to compare.
+        let mut fresh = ExactLedger::new(1);
+        fresh.on_armed(&target(0x200, &[1]));
+        fresh.check_kernel(0x200, 5, true);
+        fresh.check_kernel(0x300, 5, true);
+        assert_eq!(fresh.report(0x200).unwrap().kernel_disagrees, None);
     }
 
     #[test]

@@ -289,6 +289,11 @@ pub struct ExactRec {
     pub unpaired_releases: u32,
     /// Who let go last: the most recent release (`holds` is 1).
     pub last_release: Option<SiteRec>,
+    /// The kernel's own count (references besides the device's) when it
+    /// contradicts `outstanding` for good: writes were not seen, and
+    /// `outstanding` and the holds are not exact. Omitted while they agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_disagrees: Option<i64>,
 }
 
 /// Outstanding holds taken at one kernel stack.
@@ -821,6 +826,12 @@ fn exact_lines(x: &ExactRec, ind: &str) -> Vec<String> {
     let mut out = vec![format!(
         "{ind}exact ({source}): {outstanding} outstanding reference(s){notes}"
     )];
+    if let Some(kernel) = x.kernel_disagrees {
+        out.push(format!(
+            "{ind}  NOT EXACT: the kernel counts {kernel}; {} write(s) were not seen (another watcher on these counters under an emulator, or hits lost): the holds below may be wrong",
+            (outstanding - kernel).abs()
+        ));
+    }
     for site in &x.hold_sites {
         let frames = shown_frames(&site.stack);
         out.push(format!(
@@ -1532,8 +1543,11 @@ mod tests {
             lost_writes: 0,
             unpaired_releases: 0,
             last_release: None,
+            kernel_disagrees: None,
         });
         let h = human(&Record::DevWait(r.clone()));
+        assert!(!h.contains("NOT EXACT"), "{h}");
+        assert!(!json_line(&Record::DevWait(r.clone())).contains("kernel_disagrees"));
         assert!(
             h.contains("exact (watchpoints): 1 outstanding reference(s)\n"),
             "{h}"
@@ -1558,11 +1572,24 @@ mod tests {
             )),
             ..r.exact.clone().unwrap()
         });
-        let h = human(&Record::DevReleased(r));
+        let h = human(&Record::DevReleased(r.clone()));
         assert!(
             h.contains("last release by pid 7 (kworker/1:1) at t+8.99 s: leak_release+0x28"),
             "{h}"
         );
+        // The kernel contradicts the count: said loudly, in both formats.
+        r.exact = Some(ExactRec {
+            outstanding: Some(10),
+            pre_arm_left: 9,
+            kernel_disagrees: Some(1),
+            ..r.exact.clone().unwrap()
+        });
+        let h = human(&Record::DevWait(r.clone()));
+        assert!(
+            h.contains("NOT EXACT: the kernel counts 1; 9 write(s) were not seen"),
+            "{h}"
+        );
+        assert!(json_line(&Record::DevWait(r)).contains(r#""kernel_disagrees":1"#));
     }
 
     #[test]

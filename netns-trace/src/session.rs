@@ -242,6 +242,7 @@ impl Session {
             lost_writes: r.lost_writes,
             unpaired_releases: r.unpaired_releases,
             last_release,
+            kernel_disagrees: r.kernel_disagrees,
         })
     }
 
@@ -641,12 +642,16 @@ impl Session {
                 // none; the ledger then drops it as stale).
                 let (holders, attributed, unattributed, over, complete) =
                     self.holders(e.dev, e.refcnt);
+                let released = e.flags & dev_wait_flags::RELEASED != 0;
+                // The kernel's own sum checks the watchpoints' count.
+                let kernel = i64::from(e.refcnt) - i64::from(self.cfg.baseline);
+                self.exact.check_kernel(e.dev, kernel, released);
                 let exact_rec = self.exact_report(e.dev);
                 let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
                 let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
                 // First sighting of a stuck device: its older holders can
                 // only be found by walking kernel tables.
-                if !self.devices.contains_key(&e.dev) && e.flags & dev_wait_flags::RELEASED == 0 {
+                if !self.devices.contains_key(&e.dev) && !released {
                     self.scan_wanted = true;
                 }
                 let rec = DevWaitRec {
@@ -671,7 +676,7 @@ impl Session {
                     pid: e.hdr.pid,
                     comm: comm(&e.hdr),
                 };
-                if e.flags & dev_wait_flags::RELEASED != 0 {
+                if released {
                     // The last reference outside the device itself is gone.
                     self.devices.remove(&e.dev);
                     self.ledger.on_device_freed(e.dev);
