@@ -178,6 +178,11 @@ pub struct CommonArgs {
     /// Write this file once every hook is attached (for test harnesses).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Also write every record as one JSON line to FILE (created or
+    /// truncated), whatever stdout shows: watch the human view and keep the
+    /// incident's full record for later.
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
     /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -259,6 +264,8 @@ pub struct TraceOptions {
     pub netns: Vec<u32>,
     pub rtnl_threshold: Duration,
     pub ready_file: Option<PathBuf>,
+    /// `--json-file`: every record also goes there as JSON lines.
+    pub json_file: Option<PathBuf>,
     pub proc_root: PathBuf,
     pub dry_run: bool,
     pub exact: bool,
@@ -309,6 +316,7 @@ impl Cli {
             || t.dry_run
             || t.pid_of_dockerd
             || t.common.ready_file.is_some()
+            || t.common.json_file.is_some()
             || t.common.metrics_addr.is_some()
             || t.common.rtnl_threshold_ms != 10;
         match self.command {
@@ -316,7 +324,7 @@ impl Cli {
             Some(Command::Doctor) => {
                 // Global options (--json, --proc-root, -v) apply; trace ones do not.
                 if trace_only {
-                    bail!("doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)");
+                    bail!("doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --json-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)");
                 }
                 return Ok(Action::Doctor {
                     json: self.json,
@@ -337,6 +345,7 @@ impl Cli {
                         netns: vec![],
                         rtnl_threshold: Duration::from_millis(r.common.rtnl_threshold_ms),
                         ready_file: r.common.ready_file,
+                        json_file: r.common.json_file,
                         proc_root: self.proc_root,
                         dry_run: false,
                         dockerd: None,
@@ -384,6 +393,7 @@ impl Cli {
             netns,
             rtnl_threshold: Duration::from_millis(t.common.rtnl_threshold_ms),
             ready_file: t.common.ready_file,
+            json_file: t.common.json_file,
             proc_root: self.proc_root,
             dry_run: t.dry_run,
             exact: t.common.exact,
@@ -576,6 +586,7 @@ mod tests {
                 netns: vec![],
                 rtnl_threshold: Duration::from_millis(10),
                 ready_file: None,
+                json_file: None,
                 proc_root: "/proc".into(),
                 dry_run: false,
                 exact: false,
@@ -612,6 +623,8 @@ mod tests {
             "50",
             "--ready-file",
             "/tmp/r",
+            "--json-file",
+            "/tmp/j",
             "--dry-run",
         ])
         .unwrap() else {
@@ -623,6 +636,7 @@ mod tests {
         assert_eq!(t.netns, vec![4026531840, 4026532281]);
         assert_eq!(t.rtnl_threshold, Duration::from_millis(50));
         assert_eq!(t.ready_file, Some(PathBuf::from("/tmp/r")));
+        assert_eq!(t.json_file, Some(PathBuf::from("/tmp/j")));
     }
 
     #[test]
@@ -661,7 +675,7 @@ mod tests {
             action(&["--duration", "3", "doctor"])
                 .unwrap_err()
                 .to_string(),
-            "doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)"
+            "doctor takes no trace options (--duration, --pid, --pid-of-dockerd, --netns, --ready-file, --json-file, --dry-run, --metrics-addr, --rtnl-threshold-ms)"
         );
     }
 

@@ -201,6 +201,7 @@ mod doctor {
             netns: vec![],
             rtnl_threshold: std::time::Duration::from_millis(10),
             ready_file: None,
+            json_file: None,
             proc_root: "/proc".into(),
             dry_run: false,
             exact: false,

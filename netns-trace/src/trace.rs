@@ -197,6 +197,15 @@ struct Running {
 /// out), then reports and returns the verdict's exit status.
 pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode> {
     let started = Instant::now();
+    // Before attaching anything: a bad path is an error, not a lost record.
+    let json_file = match &opts.json_file {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::File::create(path)
+                .with_context(|| format!("--json-file {}", path.display()))?,
+        )),
+        None => None,
+    };
     let start_ktime_ns = ktime_now();
     let start_unix_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -402,6 +411,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         wall: Some((start_unix_ns, utc_offset_s())),
     };
     let mut out = Output::new(opts.json, style, mapping);
+    out.json_file = json_file.map(|(path, f)| (path, std::io::BufWriter::new(f)));
     if run.is_some() {
         out.report = Some(ReportBuilder::new(destroy_seen));
     }
@@ -847,6 +857,8 @@ struct Output {
     gate: Option<netns_trace::output::IncidentGate>,
     /// Container names: records wait for the Docker API (mapping on).
     mapping: Option<Mapping>,
+    /// `--json-file`: every record, as JSON lines, whatever stdout shows.
+    json_file: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
 }
 
 impl Output {
@@ -859,6 +871,7 @@ impl Output {
             report: None,
             gate: (!json).then(Default::default),
             mapping,
+            json_file: None,
         }
     }
 
@@ -872,6 +885,12 @@ impl Output {
         }
         if let Some(r) = &mut self.report {
             r.observe(rec);
+        }
+        if let Some((_, f)) = &mut self.json_file {
+            let written = serde_json::to_writer(&mut *f, rec)
+                .map_err(std::io::Error::from)
+                .and_then(|()| f.write_all(b"\n"));
+            self.file_result(written);
         }
         // JSON (no gate): every record straight out, no copy.
         let Some(gate) = &mut self.gate else {
@@ -964,7 +983,23 @@ impl Output {
     }
 
     fn flush(&mut self) -> Result<()> {
+        if let Some((_, f)) = &mut self.json_file {
+            let flushed = f.flush();
+            self.file_result(flushed);
+        }
         self.stdout.flush().map_err(broken_pipe)
+    }
+
+    /// A full disk must not end the trace mid-incident: the file is given
+    /// up, once and loudly, and stdout goes on.
+    fn file_result(&mut self, result: std::io::Result<()>) {
+        if let (Err(e), Some((path, _))) = (result, &self.json_file) {
+            eprintln!(
+                "netns-trace: --json-file {}: {e}; no longer written (stdout goes on)",
+                path.display()
+            );
+            self.json_file = None;
+        }
     }
 }
 

@@ -41,6 +41,16 @@ fn start_tracer(name: &str, args: &[&str]) -> std::process::Child {
     child
 }
 
+/// Makes a network namespace (`unshare -n`) and returns its inode.
+fn new_netns_inode() -> u64 {
+    let out = Command::new("unshare")
+        .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "unshare -n failed");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 fn json_lines(out: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(out)
         .lines()
@@ -116,15 +126,7 @@ fn degraded_tracer_runs_and_sees_unshare() {
     }
     let child = start_tracer("deg", &["--json", "--duration", "3"]);
     // A namespace created now must be reported, at least at syscall level.
-    let inode = Command::new("unshare")
-        .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])
-        .output()
-        .unwrap();
-    assert!(inode.status.success());
-    let inode: u64 = String::from_utf8_lossy(&inode.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let inode = new_netns_inode();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "tracer failed: {stderr}");
@@ -148,6 +150,57 @@ fn degraded_tracer_runs_and_sees_unshare() {
     assert!(summary["netns_created"].as_u64().unwrap() >= 1);
 }
 
+/// `--json-file`: the human view on stdout, every record in the file as
+/// JSON lines (the SRE's copy of the incident); a path that cannot be
+/// created is one clear error before anything is attached.
+#[test]
+fn json_file_keeps_every_record_beside_the_human_view() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("nt-host-jsonfile-{}.json", std::process::id()));
+    let bad = dir.join("nt-no-such-dir").join("x.json");
+    let out = Command::new(BIN)
+        .args(["--duration", "1", "--json-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bad --json-file accepted: {err}");
+    assert!(
+        err.contains("--json-file") && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing traced: {:?}", out.stdout);
+
+    let arg = file.to_str().unwrap();
+    let child = start_tracer("jsonfile", &["--duration", "3", "--json-file", arg]);
+    let inode = new_netns_inode();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("netns_create") && !human.starts_with('{'),
+        "{human}"
+    );
+    let lines = json_lines(&std::fs::read(&file).unwrap());
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(lines[0]["type"], "attach", "{:?}", lines[0]);
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["type"] == "netns_create" && v["netns"].as_u64() == Some(inode)),
+        "no netns_create for {inode} in the file: {lines:?}"
+    );
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+}
+
 /// `--pid` follows the given process's descendants in the kernel (fork
 /// tracepoint): a namespace made by a child of it is reported, one made by
 /// an unrelated process is not.
@@ -169,14 +222,7 @@ fn pid_filter_follows_descendants_only() {
     let pid = shell.id().to_string();
     let tracer = start_tracer("pid", &["--json", "--duration", "4", "--pid", &pid]);
     // Outside the scope: must not be reported.
-    let outside = Command::new("unshare")
-        .args(["-n", "stat", "-L", "-c", "%i", "/proc/self/ns/net"])
-        .output()
-        .unwrap();
-    let outside: u64 = String::from_utf8_lossy(&outside.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let outside = new_netns_inode();
     // Inside: a grandchild of the --pid process.
     shell.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut line = String::new();
