@@ -81,6 +81,7 @@ const SCENARIOS: &[&str] = &[
     "exact-neigh",
     "exact-churn",
     "exact-fallback",
+    "exact-two",
     "docker",
     "run-leak",
 ];
@@ -179,6 +180,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
                     "exact-churn" => vm_assert::check_exact_churn(&run, 2),
                     "exact-fallback" => vm_assert::check_exact_fallback(&run),
+                    "exact-two" => vm_assert::check_exact_two(&run),
                     "docker" => vm_assert::check_docker(&run),
                     "run-leak" => vm_assert::check_run_leak(&run),
                     _ => vm_assert::check_tcpsock(&run),
@@ -314,9 +316,14 @@ fn init_script(a: &VmTestArgs) -> String {
         })
         .map(|v| format!("export NETNS_TRACE_LOG={v}\n"))
         .unwrap_or_default();
-    // demo --exact: both tracers watch; the leak waits for the watchpoints.
+    // demo --exact: only the human tracer watches (under TCG a second
+    // watchpoint on the same address would not fire); the leak waits for
+    // its `watch` record, read from its --json-file.
     let (exact, await_watch) = if a.exact {
-        (" --exact", " --await-watch")
+        (
+            " --exact --json-file /tmp/human.json",
+            " --await-watch-in /tmp/human.json",
+        )
     } else {
         ("", "")
     };
@@ -347,6 +354,16 @@ case "$scenario" in
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
   exact-fallback) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact --watch-via-perf-ring ;;
+  exact-two)
+    # A second --exact tracer on the same kernel: both watch lo's counters.
+    # A count may go wrong (under TCG one of two watchpoints on an address
+    # fires), but must then say so.
+    /bin/netns-trace --json --exact --ready-file /tmp/ready2 > /tmp/second.json 2>/dev/null &
+    second=$!
+    while [ ! -e /tmp/ready2 ]; do sleep 0.1; done
+    /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact
+    kill -INT $second; wait $second
+    echo "==NT-BEGIN second-json=="; cat /tmp/second.json; echo "==NT-END second-json==" ;;
   exact-neigh) /bin/nt-scenario stuck --await-watch --mode neigh --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   bench) /bin/nt-scenario bench {bench} --timeout {timeout} -- $tracer ;;
   late) /bin/nt-scenario stuck --attach-late --mode neigh --hold-ms 60000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
@@ -354,7 +371,7 @@ case "$scenario" in
     # The SRE's case: lo is already stuck when the tracer starts. The
     # driver makes the leak and starts its JSON tracer once the kernel
     # complains; the human tracer starts on the same kernel message.
-    /bin/nt-scenario stuck --attach-late --timer-release --mode {mode} --hold-ms 15000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer > /tmp/sections &
+    /bin/nt-scenario stuck --attach-late --timer-release --mode {mode} --hold-ms 15000 --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --no-watchpoints > /tmp/sections &
     driver=$!
     until dmesg | grep -q 'waiting for .* to become free'; do sleep 0.2; done
     /bin/netns-trace --color never --ready-file /tmp/ready-human 2>&1 &
@@ -371,11 +388,12 @@ case "$scenario" in
     /bin/nt-scenario docker --image /root/nt-busybox.tar --timeout {timeout} -- $tracer --pid-of-dockerd ;;
   demo)
     # What an SRE sees: the human stream, live on the console, while the
-    # module pins lo of a dying namespace (the JSON run drives the scenario).
+    # module pins lo of a dying namespace (the JSON run drives the scenario,
+    # without watchpoints: the human tracer's are the only ones).
     /bin/netns-trace --color never --ready-file /tmp/ready-human{exact} 2>&1 &
     human=$!
     while [ ! -e /tmp/ready-human ]; do sleep 0.1; done
-    /bin/nt-scenario stuck{await_watch} --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer{exact} > /tmp/sections
+    /bin/nt-scenario stuck{await_watch} --mode {mode} --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --no-watchpoints > /tmp/sections
     kill -INT $human; wait $human
     echo "nt-init: demo done" ;;
   doctor)

@@ -31,11 +31,28 @@ pub fn parse_sections(serial: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// The JSON lines of section `name` (none when it is absent); `who` names
+/// the writer in the error for a line that does not parse.
+fn json_section(
+    s: &BTreeMap<String, Vec<String>>,
+    name: &str,
+    who: &str,
+) -> Result<Vec<Value>, String> {
+    s.get(name)
+        .into_iter()
+        .flatten()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{who} line {l:?}: {e}")))
+        .collect()
+}
+
 /// A parsed run: the facts object and the tracer's JSON lines.
 pub struct Run {
     pub facts: Value,
     pub events: Vec<Value>,
     pub dmesg: Vec<String>,
+    /// exact-two: the JSON lines of the second tracer (section `second-json`).
+    pub second: Vec<Value>,
 }
 
 impl Run {
@@ -45,20 +62,14 @@ impl Run {
             .ok_or("no facts section in the serial log (guest did not finish?)")?;
         let facts: Value =
             serde_json::from_str(&facts_text.join("\n")).map_err(|e| format!("facts: {e}"))?;
-        let mut events = Vec::new();
-        for l in s
-            .get("tracer-json")
-            .into_iter()
-            .flatten()
-            .filter(|l| !l.trim().is_empty())
-        {
-            events.push(serde_json::from_str(l).map_err(|e| format!("tracer line {l:?}: {e}"))?);
-        }
+        let events = json_section(s, "tracer-json", "tracer")?;
         let dmesg = s.get("dmesg").cloned().unwrap_or_default();
+        let second = json_section(s, "second-json", "second tracer")?;
         Ok(Run {
             facts,
             events,
             dmesg,
+            second,
         })
     }
 
@@ -397,6 +408,56 @@ pub fn check_exact_fallback(run: &Run) -> Result<String, String> {
         }
     }
     Ok(format!("{summary}; via perf_ring, every sign decoded"))
+}
+
+/// exact-two (two `--exact` tracers at once, the second started by the
+/// init script): a count may be wrong (under QEMU's TCG only one of two
+/// watchpoints on an address fires), but never silently. For each tracer,
+/// every report of lo but its first dev_wait (one disagreement may be a hit
+/// still on its way) either matches the kernel's usage count or carries
+/// `kernel_disagrees` with the kernel's count, and its release says 0
+/// outstanding or disagrees likewise.
+pub fn check_exact_two(run: &Run) -> Result<String, String> {
+    run.driver_errors()?;
+    check_kernel_clean(&run.dmesg)?;
+    let inode = *run.inodes().keys().next().ok_or("facts has no inode")?;
+    let mut verdicts = Vec::new();
+    for (who, events) in [("driver", &run.events), ("second", &run.second)] {
+        let reports: Vec<&Value> = events
+            .iter()
+            .filter(|v| v["type"] == "dev_wait" || v["type"] == "dev_released")
+            .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
+            .filter(|v| v["exact"]["outstanding"].is_i64())
+            .collect();
+        let released = reports
+            .iter()
+            .find(|v| v["type"] == "dev_released")
+            .ok_or(format!("{who}: no dev_released of lo with an exact count"))?;
+        let mut flagged = None;
+        for (i, r) in reports.iter().enumerate() {
+            let kernel = r["usage_count"].as_i64().ok_or("no usage_count")? - 1;
+            let counted = r["exact"]["outstanding"].as_i64();
+            let said = r["exact"]["kernel_disagrees"].as_i64();
+            let first_wait = i == 0 && r["type"] == "dev_wait";
+            if counted == Some(kernel) || first_wait {
+                continue;
+            }
+            if said != Some(kernel) {
+                return Err(format!(
+                    "{who}: {} at {} counts {counted:?} but the kernel {kernel}, not said: {}",
+                    r["type"].as_str().unwrap_or("?"),
+                    r["time"],
+                    r["exact"]
+                ));
+            }
+            flagged = counted.map(|c| c - kernel);
+        }
+        verdicts.push(match (flagged, &released["exact"]["kernel_disagrees"]) {
+            (None, Value::Null) => format!("{who} exact"),
+            (n, _) => format!("{who} said it missed {} write(s)", n.unwrap_or(0)),
+        });
+    }
+    Ok(format!("lo of netns {inode}: {}", verdicts.join(", ")))
 }
 
 /// exact (`--exact`): watchpoints armed on the new lo before the leak
@@ -1483,6 +1544,62 @@ mod tests {
         let json: Vec<&str> = json.iter().map(String::as_str).collect();
         let dmesg = ["unregister_netdevice: waiting for lo to become free. Usage count = 2"];
         check_exact_fallback(&run_of(&serial(facts, &json, &dmesg)))
+    }
+
+    /// An `exact-two` run on lo of netns 20: lines of one tracer, from
+    /// (type, usage count, outstanding, kernel_disagrees).
+    fn two_lines(reports: &[(&str, i64, i64, Option<i64>)]) -> Vec<String> {
+        reports
+            .iter()
+            .enumerate()
+            .map(|(i, (ty, usage, out, said))| {
+                let said = said.map(|k| format!(r#","kernel_disagrees":{k}"#));
+                format!(
+                    r#"{{"type":"{ty}","time":{i}.0,"netns":20,"device":"lo","usage_count":{usage},"exact":{{"outstanding":{out}{}}}}}"#,
+                    said.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    fn two_run(driver: &[String], second: &[String]) -> Result<String, String> {
+        let facts = r#"{"scenario":"stuck","mode":"hold","hold_ms":3000,"inodes":[20]}"#;
+        let json: Vec<&str> = driver.iter().map(String::as_str).collect();
+        let mut s = serial(facts, &json, &[]);
+        s += "==NT-BEGIN second-json==\r\n";
+        for l in second {
+            s += &format!("{l}\r\n");
+        }
+        s += "==NT-END second-json==\r\n";
+        check_exact_two(&run_of(&s))
+    }
+
+    #[test]
+    fn exact_two_allows_a_wrong_count_only_when_said() {
+        let good = two_lines(&[("dev_wait", 2, 1, None), ("dev_released", 1, 0, None)]);
+        // The second tracer missed nine releases and says so from its
+        // second report on (the first may be a hit still on its way).
+        let said = two_lines(&[
+            ("dev_wait", 2, 10, None),
+            ("dev_wait", 2, 10, Some(1)),
+            ("dev_released", 1, 9, Some(0)),
+        ]);
+        let ok = two_run(&good, &said).unwrap();
+        assert_eq!(
+            ok,
+            "lo of netns 20: driver exact, second said it missed 9 write(s)"
+        );
+        // Wrong without saying so, at a later wait or at the release.
+        let silent = two_lines(&[
+            ("dev_wait", 2, 10, None),
+            ("dev_wait", 2, 10, None),
+            ("dev_released", 1, 9, Some(0)),
+        ]);
+        err(two_run(&good, &silent), "not said");
+        let silent = two_lines(&[("dev_wait", 2, 1, None), ("dev_released", 1, 9, None)]);
+        err(two_run(&silent, &good), "driver: dev_released at 1.0");
+        // A tracer that never reported the release.
+        err(two_run(&good, &[]), "second: no dev_released");
     }
 
     #[test]

@@ -62,6 +62,12 @@ enum Scenario {
         /// lo's watchpoints armed (its `watch` record), so every hold is seen.
         #[arg(long, conflicts_with = "attach_late")]
         await_watch: bool,
+        /// Like --await-watch, but the `watch` record is read from this
+        /// file (another tracer's --json-file): the demo's watchpoints are
+        /// the human tracer's. One watcher only: under QEMU's TCG two
+        /// watchpoints on one address do not both fire.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["attach_late", "await_watch"])]
+        await_watch_in: Option<std::path::PathBuf>,
         /// --attach-late: leave the release to the module's timer (the demo,
         /// where a second tracer must see it too) instead of releasing as
         /// soon as the tracer has armed its watchpoints.
@@ -145,6 +151,7 @@ fn main() {
             module,
             attach_late,
             await_watch,
+            await_watch_in,
             timer_release,
             common,
         } => {
@@ -152,12 +159,15 @@ fn main() {
                                    "attach_late": attach_late});
             if !attach_late {
                 return run(common, &mut facts, |t, facts, timeout| {
-                    let armed = |inode: u64| {
-                        !await_watch
-                            || t.lines.wait_for(timeout, |l| {
-                                l.iter()
-                                    .any(|v| has(v, "watch", inode) && v["state"] == "armed")
-                            })
+                    let is_armed = |inode: u64| {
+                        move |l: &[Value]| {
+                            l.iter()
+                                .any(|v| has(v, "watch", inode) && v["state"] == "armed")
+                        }
+                    };
+                    let armed = |inode: u64| match &await_watch_in {
+                        Some(path) => wait_in_file(path, timeout, is_armed(inode)),
+                        None => !await_watch || t.lines.wait_for(timeout, is_armed(inode)),
                     };
                     if let Some(inode) = make_stuck(facts, &mode, hold_ms, &module, armed) {
                         await_teardown(t, facts, &mode, inode, false, timeout);
@@ -233,11 +243,7 @@ impl Lines {
         let deadline = Instant::now() + timeout;
         let mut guard = self.lines.lock().unwrap();
         loop {
-            let parsed: Vec<Value> = guard
-                .0
-                .iter()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
+            let parsed = parse_json_lines(guard.0.iter().map(String::as_str));
             if pred(&parsed) {
                 return true;
             }
@@ -489,6 +495,33 @@ fn read_inode(child: &mut Child) -> Result<u64, String> {
     line.trim()
         .parse()
         .map_err(|_| format!("bad inode line from child: {line:?}"))
+}
+
+/// Waits until the JSON lines in `path` (a tracer's --json-file, still
+/// being written) satisfy `pred`. The file has no wakeup to block on, so
+/// it is re-read every 20 ms until then or `timeout`.
+fn wait_in_file(
+    path: &std::path::Path,
+    timeout: Duration,
+    pred: impl Fn(&[Value]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let parsed = parse_json_lines(text.lines());
+        if pred(&parsed) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lines that parse as JSON (a line still being written does not).
+fn parse_json_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<Value> {
+    lines.filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 fn has(v: &Value, ty: &str, netns: u64) -> bool {
