@@ -9,6 +9,7 @@ pub mod containers;
 pub mod events;
 pub mod exact;
 pub mod insn;
+pub mod json_fast;
 pub mod kallsyms;
 pub mod kernel;
 pub mod ledger;

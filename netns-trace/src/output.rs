@@ -592,7 +592,7 @@ fn opt_vec_us<S: Serializer>(v: &Option<Vec<Option<u64>>>, s: S) -> Result<S::Ok
 }
 
 pub(crate) fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{v:#x}"))
+    s.collect_str(&format_args!("{v:#x}"))
 }
 
 fn errno_ser<S: Serializer>(err: &i32, s: S) -> Result<S::Ok, S::Error> {
@@ -603,30 +603,41 @@ fn errno_ser<S: Serializer>(err: &i32, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn rfc3339_ser<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*ns))
+    s.collect_str(&Rfc3339(*ns))
 }
 
 /// Unix nanoseconds as `2024-05-01T12:34:56.789Z` (UTC, milliseconds).
 pub fn rfc3339(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let ms = unix_ns % 1_000_000_000 / 1_000_000;
-    let (days, sod) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (H. Hinnant), valid for any date after 1970.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    Rfc3339(unix_ns).to_string()
+}
+
+/// `rfc3339` written where it goes (a JSON record: no String first).
+pub(crate) struct Rfc3339(pub(crate) u64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unix_ns = self.0;
+        let secs = unix_ns / 1_000_000_000;
+        let ms = unix_ns % 1_000_000_000 / 1_000_000;
+        let (days, sod) = (secs / 86_400, secs % 86_400);
+        // Civil-from-days (H. Hinnant), valid for any date after 1970.
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            sod / 3600,
+            sod % 3600 / 60,
+            sod % 60
+        )
+    }
 }
 
 // ---- human rendering --------------------------------------------------
@@ -1375,6 +1386,8 @@ pub struct Renderer {
     json: bool,
     header_done: bool,
     style: HumanStyle,
+    /// A JSON line being built (kept: no allocation per record).
+    scratch: Vec<u8>,
 }
 
 const WALL_WIDTH: usize = 13; // "HH:MM:SS.mmm "
@@ -1389,7 +1402,24 @@ impl Renderer {
             json,
             header_done: false,
             style,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Writes `rec` to `w`, ending with a newline.
+    /// Writes `rec` to `w`, ending with a newline. JSON: the churn's
+    /// records by `json_fast`, the others by serde straight into `w`.
+    pub fn render_to(&mut self, w: &mut impl std::io::Write, rec: &Record) -> std::io::Result<()> {
+        if !self.json {
+            return w.write_all(self.render(rec).as_bytes());
+        }
+        self.scratch.clear();
+        if crate::json_fast::write(rec, &mut self.scratch) {
+            self.scratch.push(b'\n');
+            return w.write_all(&self.scratch);
+        }
+        serde_json::to_writer(&mut *w, rec)?;
+        w.write_all(b"\n")
     }
 
     /// Text to write for `rec`, ending with a newline.

@@ -903,8 +903,9 @@ impl Output {
     }
 
     fn render(&mut self, rec: &Record) -> Result<()> {
-        let text = self.renderer.render(rec);
-        self.stdout.write_all(text.as_bytes()).map_err(broken_pipe)
+        self.renderer
+            .render_to(&mut self.stdout, rec)
+            .map_err(broken_pipe)
     }
 
     /// Print `rec`, or queue it for its container's name (mapping on).

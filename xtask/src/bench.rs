@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// (e.g. an older commit, for before/after figures).
     #[arg(long, value_name = "PATH")]
     tracer: Option<PathBuf>,
+    /// Only the loader's native replay (no VM, no root): what decoding,
+    /// the session and the JSON line cost per record, natively
+    /// (`cargo bench -p netns-trace --bench loader`).
+    #[arg(long, conflicts_with_all = ["write", "tracer"])]
+    loader: bool,
     /// Write the results to this Markdown file (e.g. docs/performance.md):
     /// the command, the kernel and the tables of this run.
     #[arg(long, value_name = "FILE")]
@@ -56,6 +61,9 @@ const BPFTRACE: &str = "/usr/bin/bpftrace";
 const PERF: &str = "/usr/bin/perf";
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.loader {
+        return loader();
+    }
     let shorts: Vec<String> = match a.kernel.as_str() {
         "all" => setup::KERNELS.iter().map(|(s, _)| s.to_string()).collect(),
         k => vec![k.to_string()],
@@ -144,5 +152,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if sections.is_empty() {
         bail!("no kernel benchmarked");
     }
+    Ok(())
+}
+
+/// The native loader replay (netns-trace/benches/loader.rs): prints its
+/// figures.
+fn loader() -> Result<()> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "netns-trace", "--bench", "loader"])
+        .current_dir(repo_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo bench")?;
+    if !out.status.success() {
+        bail!("cargo bench --bench loader failed ({})", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"bench\":\"loader\""))
+        .context("no result line from the loader bench")?;
+    let v: Value = serde_json::from_str(line).context("loader bench result")?;
+    println!(
+        "bench: loader replay (native, {} records of a namespace churn, {} replays): {} ns a record [{}–{}], {} bytes of JSON a record",
+        v["records"], v["replays"], v["ns_per_record_median"], v["ns_per_record_min"],
+        v["ns_per_record_max"], v["bytes_per_record"]
+    );
     Ok(())
 }
