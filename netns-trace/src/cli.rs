@@ -205,6 +205,11 @@ pub struct CommonArgs {
     /// where the kernel runs BPF on breakpoint events (tests the fallback).
     #[arg(long, hide = true)]
     pub watch_via_perf_ring: bool,
+    /// Never use fentry/fexit or tp_btf: kprobes, kretprobes and classic
+    /// tracepoints only, as on a kernel that refuses fentry (tests those
+    /// fallbacks on kernels that would not need them).
+    #[arg(long)]
+    pub no_fentry: bool,
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +278,8 @@ pub struct TraceOptions {
     pub bpf_stats: bool,
     /// Watchpoints read from the perf ring, never by BPF (hidden flag).
     pub watch_via_perf_ring: bool,
+    /// `--no-fentry`: kprobes and classic tracepoints only.
+    pub no_fentry: bool,
     pub metrics_addr: Option<SocketAddr>,
     pub color: ColorChoice,
     /// `--pid-of-dockerd`: the dockerd found (also in `pids`).
@@ -354,6 +361,7 @@ impl Cli {
                         no_watchpoints: r.common.no_watchpoints,
                         bpf_stats: r.common.bpf_stats,
                         watch_via_perf_ring: r.common.watch_via_perf_ring,
+                        no_fentry: r.common.no_fentry,
                         metrics_addr: r.common.metrics_addr,
                         color: self.color,
                     },
@@ -400,6 +408,7 @@ impl Cli {
             no_watchpoints: t.common.no_watchpoints,
             bpf_stats: t.common.bpf_stats,
             watch_via_perf_ring: t.common.watch_via_perf_ring,
+            no_fentry: t.common.no_fentry,
             metrics_addr: t.common.metrics_addr,
             color: self.color,
             dockerd,
@@ -593,6 +602,7 @@ mod tests {
                 no_watchpoints: false,
                 bpf_stats: false,
                 watch_via_perf_ring: false,
+                no_fentry: false,
                 metrics_addr: None,
                 color: ColorChoice::Auto,
                 dockerd: None,

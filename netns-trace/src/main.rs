@@ -127,7 +127,9 @@ fn read_kallsyms_for_plan() -> Result<Symbols> {
     Symbols::read_only(kallsyms_file()?, &keep).context("reading /proc/kallsyms")
 }
 
-pub fn prepare() -> Result<Prepared> {
+/// Everything the attach needs to know about this kernel. `no_fentry`:
+/// plan as if fentry/fexit and tp_btf were refused (`--no-fentry`).
+pub fn prepare(no_fentry: bool) -> Result<Prepared> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
     }
@@ -165,9 +167,9 @@ pub fn prepare() -> Result<Prepared> {
         // Whether fentry is allowed (lockdown, LSMs, CONFIG_FUNCTION_TRACER)
         // is only known by attaching: the plan keeps it and the attach
         // step records the kernel's answer.
-        fentry: true,
+        fentry: !no_fentry,
         tracepoint: caps.tracefs.is_some(),
-        btf_tracepoint: true,
+        btf_tracepoint: !no_fentry,
         btf: true,
     };
     let plan = Plan::new(plan_caps, &symbols, traceable.as_ref());
@@ -193,7 +195,7 @@ mod doctor {
     use crate::trace::{load_programs, settings};
 
     pub fn run(json_out: bool) -> Result<ExitCode> {
-        let mut prepared = crate::prepare()?;
+        let mut prepared = crate::prepare(false)?;
         let no_filter = netns_trace::cli::TraceOptions {
             json: json_out,
             duration: None,
@@ -208,6 +210,7 @@ mod doctor {
             no_watchpoints: false,
             bpf_stats: false,
             watch_via_perf_ring: false,
+            no_fentry: false,
             metrics_addr: None,
             color: netns_trace::cli::ColorChoice::Never,
             dockerd: None,

@@ -211,7 +211,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut prepared = crate::prepare()?;
+    let mut prepared = crate::prepare(opts.no_fentry)?;
     let prepared_at = started.elapsed();
     let (offsets, mut config, missing) = settings(&prepared, &opts);
     for m in &missing {

@@ -77,6 +77,7 @@ const SCENARIOS: &[&str] = &[
     "dst",
     "tcpsock",
     "late",
+    "kprobes",
     "exact",
     "exact-neigh",
     "exact-churn",
@@ -175,6 +176,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     "neigh" => vm_assert::check_pinned(&run, vm_assert::Holder::Neighbour),
                     "dst" => vm_assert::check_pinned(&run, vm_assert::Holder::Dst),
                     "late" => vm_assert::check_late(&run),
+                    "kprobes" => vm_assert::check_kprobes(&run),
                     "exact" => vm_assert::check_exact(&run, "hold", source),
                     "exact-neigh" => vm_assert::check_exact(&run, "neigh", source),
                     // The tracer's watchpoint budget (netns-trace/src/watch.rs).
@@ -351,6 +353,7 @@ echo "nt-init: scenario $scenario on $(uname -r)"
 case "$scenario" in
   churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer ;;
   hold|neigh|dst|tcpsock) /bin/nt-scenario stuck --mode "$scenario" --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer ;;
+  kprobes) /bin/nt-scenario stuck --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --no-fentry ;;
   exact) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact ;;
   exact-churn) /bin/nt-scenario churn --count 50 --timeout {timeout} -- $tracer --exact ;;
   exact-fallback) /bin/nt-scenario stuck --await-watch --mode hold --hold-ms {hold_ms} --module /lib/netns_leak.ko --timeout {timeout} -- $tracer --exact --watch-via-perf-ring ;;

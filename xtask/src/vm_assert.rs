@@ -746,6 +746,54 @@ pub fn check_tracker(run: &Run) -> Result<String, String> {
     ))
 }
 
+/// kprobes (`--no-fentry`, hold mode): every hook is attached by kprobe,
+/// kretprobe or a classic tracepoint, none by fentry, fexit or tp_btf, the
+/// core hooks among them, the tracer is not degraded, and the `hold` checks
+/// pass on those programs (usage counts from the netdev_refcnt_read
+/// kretprobe, the rtnl_unlock caller read from the kretprobe's registers).
+pub fn check_kprobes(run: &Run) -> Result<String, String> {
+    let attach = run.of_type("attach").next().ok_or("no attach record")?;
+    if attach["degraded"] != Value::Bool(false) {
+        return Err(format!("degraded with --no-fentry: {}", attach["reasons"]));
+    }
+    let hooks = attach["hooks"].as_array().ok_or("attach has no hooks")?;
+    let method = |name: &str| {
+        hooks
+            .iter()
+            .find(|h| h["hook"] == name)
+            .and_then(|h| h["method"].as_str())
+            .unwrap_or("-")
+    };
+    for h in hooks {
+        let m = h["method"].as_str().unwrap_or("-");
+        if ["fentry", "fexit", "tp_btf"].iter().any(|t| m.contains(t)) {
+            return Err(format!("{} attached by {m} despite --no-fentry", h["hook"]));
+        }
+    }
+    for core in [
+        "copy_net_ns",
+        "cleanup_net",
+        "netdev_run_todo",
+        "netdev_refcnt_read",
+    ] {
+        if !method(core).starts_with("kprobe") {
+            return Err(format!(
+                "{core}: method {:?}, expected a kprobe",
+                method(core)
+            ));
+        }
+    }
+    if method("sock_state") != "tracepoint" {
+        return Err(format!("sock_state: method {:?}", method("sock_state")));
+    }
+    let by_kprobe = hooks
+        .iter()
+        .filter(|h| h["method"].as_str().is_some_and(|m| m.contains("probe")))
+        .count();
+    let pinned = check_pinned(run, Holder::Bare)?;
+    Ok(format!("{by_kprobe} hooks by kprobe/kretprobe; {pinned}"))
+}
+
 pub fn check_pinned(run: &Run, expect: Holder) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
@@ -1277,6 +1325,48 @@ mod tests {
     fn err(r: Result<String, String>, want: &str) {
         let e = r.expect_err(want);
         assert!(e.contains(want), "{e:?} does not contain {want:?}");
+    }
+
+    /// A `kprobes` run: the hold run with this attach record first.
+    fn kprobes_run(methods: &[(&str, &str)], degraded: bool) -> Result<String, String> {
+        let hooks: Vec<String> = methods
+            .iter()
+            .map(|(h, m)| format!(r#"{{"hook":"{h}","method":"{m}"}}"#))
+            .collect();
+        let mut json = vec![format!(
+            r#"{{"type":"attach","hooks":[{}],"degraded":{degraded},"reasons":[]}}"#,
+            hooks.join(",")
+        )];
+        json.extend(pinned_json(2, 3.02, "", 0, 1));
+        let facts = r#"{"scenario":"stuck","mode":"hold","hold_ms":3000,"inodes":[20]}"#;
+        let json: Vec<&str> = json.iter().map(String::as_str).collect();
+        check_kprobes(&run_of(&serial(facts, &json, &[WAITING, RELEASED])))
+    }
+
+    #[test]
+    fn kprobes_pass_and_failures() {
+        let good = [
+            ("copy_net_ns", "kprobe+kretprobe"),
+            ("cleanup_net", "kprobe+kretprobe"),
+            ("__put_net", "kprobe"),
+            ("netdev_run_todo", "kprobe+kretprobe"),
+            ("netdev_refcnt_read", "kprobe+kretprobe"),
+            ("dst_alloc", "kretprobe"),
+            ("sock_state", "tracepoint"),
+            ("dev_hold", "-"),
+        ];
+        let ok = kprobes_run(&good, false).unwrap();
+        assert!(ok.starts_with("6 hooks by kprobe/kretprobe; "), "{ok}");
+        err(kprobes_run(&good, true), "degraded");
+        let mut fentry = good;
+        fentry[5] = ("dst_alloc", "fexit");
+        err(kprobes_run(&fentry, false), "despite --no-fentry");
+        let mut btf = good;
+        btf[6] = ("sock_state", "tp_btf");
+        err(kprobes_run(&btf, false), "despite --no-fentry");
+        let mut missing = good;
+        missing[3] = ("netdev_run_todo", "-");
+        err(kprobes_run(&missing, false), "netdev_run_todo");
     }
 
     #[test]
