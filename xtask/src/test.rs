@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the whole suite, in the order that fails fastest.
-//! 1. lint (rustfmt, clippy -D warnings), 2. unit + host tests (`cargo
+//! 1. lint (rustfmt, clippy -D warnings, the eBPF crate's too), 2. unit + host tests (`cargo
 //! test`; the host tests need root and skip themselves otherwise),
 //! 3. real kernels (`vm-test`: Debian's 6.1 and 6.12 with every scenario,
 //!    the 6.12-reftrack kernel built by setup with its own).
@@ -24,6 +24,7 @@ pub fn run(skip_vm: bool) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    ebpf_clippy()?;
     // Release, like the binary the VM tests run: one build serves both.
     cargo(&["test", "--release"])?;
     validate_manifests()?;
@@ -32,6 +33,38 @@ pub fn run(skip_vm: bool) -> Result<()> {
         return Ok(());
     }
     crate::vm::run(crate::vm::VmTestArgs::all())
+}
+
+/// clippy on the eBPF crate, which the workspace lint cannot reach (it is
+/// not a default member: it only builds for the BPF target, with the
+/// nightly toolchain netns-trace/build.rs uses and core built from source).
+fn ebpf_clippy() -> Result<()> {
+    let toolchain = std::env::var("NETNS_TRACE_EBPF_TOOLCHAIN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "nightly".into());
+    let args = [
+        format!("+{toolchain}"),
+        "clippy".into(),
+        "-p".into(),
+        "netns-trace-ebpf".into(),
+        "--target".into(),
+        "bpfel-unknown-none".into(),
+        "-Z".into(),
+        "build-std=core".into(),
+        "--release".into(),
+        "--".into(),
+        "-D".into(),
+        "warnings".into(),
+    ];
+    println!("test: cargo {}", args.join(" "));
+    // Its own target directory: the BPF build must not evict the host's.
+    run_cmd(
+        Command::new("cargo")
+            .args(&args)
+            .env("CARGO_TARGET_DIR", repo_root().join("target/ebpf-clippy"))
+            .current_dir(repo_root()),
+    )
 }
 
 /// The Kubernetes version the manifests are checked against.
