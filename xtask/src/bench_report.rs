@@ -321,6 +321,18 @@ pub fn rows(b: &Value) -> Vec<Row> {
         1,
         None,
     ));
+    // The driver reads the tracer's output on the same vCPU: its share of a
+    // traced round is charged to tracing in the ratios, so it is shown.
+    if !nums(&r["reader_cpu_ms"]).is_empty() {
+        out.push(row(
+            "5",
+            "bench driver reading the stream, CPU per traced round",
+            stat(&nums(&r["reader_cpu_ms"])),
+            "ms",
+            0,
+            None,
+        ));
+    }
     let per_wakeup: Vec<f64> = nums(&r["events"])
         .iter()
         .zip(nums(&r["wakeups"]))
@@ -579,7 +591,7 @@ mod tests {
             "churn": {"untraced": [10.0, 12.0, 11.0], "traced": [9.0, 12.0, 11.0]},
             "tcp": {"untraced": [1000.0, 1000.0], "traced": [990.0, 980.0], "exact": [500.0, 600.0]},
             "attach": {"ready_ms": [2000.0], "first_event_ms": [2100.0], "bpftrace_error": "libLLVM missing"},
-            "resources": {"maxrss_kb": [20480.0], "cpu_ms": [100.0], "events": [2000.0]},
+            "resources": {"maxrss_kb": [20480.0], "cpu_ms": [100.0], "reader_cpu_ms": [0.0, 10.0, 0.0], "events": [2000.0]},
             "ramp": [
                 {"target_per_min": 1200.0, "threads": 1, "achieved_per_min": 1190.0, "events_per_s": 150.0, "drops": 0},
                 {"target_per_min": null, "threads": 2, "achieved_per_min": 3000.0, "events_per_s": 400.0, "drops": 7}
@@ -608,6 +620,10 @@ mod tests {
         assert_eq!(
             find("loader CPU time per 1,000 events").figure,
             "50.0 [50.0–50.0] ms (n=1)"
+        );
+        assert_eq!(
+            find("bench driver reading the stream, CPU per traced round").figure,
+            "0 [0–10] ms (n=3)"
         );
         // The paced step reached 1,000/min with zero drops: goal met.
         assert_eq!(
