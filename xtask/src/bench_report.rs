@@ -524,6 +524,16 @@ pub fn profile(p: &Value) -> String {
         );
     }
     let perf = &p["perf"];
+    if let Some(objects) = perf["by_object"].as_array() {
+        let split: Vec<String> = objects
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.as_str()?.split_whitespace();
+                Some(format!("{} {}", w.next()?, w.next()?))
+            })
+            .collect();
+        let _ = writeln!(s, "\nLoader samples by object: {}.", split.join(", "));
+    }
     if let Some(top) = perf["top"].as_array() {
         s += "\nLoader profile (`perf record -e cpu-clock`, symbols with at least 1% of samples):\n\n```\n";
         for l in top {
@@ -683,7 +693,8 @@ mod tests {
                 {"program": "copy_net_ns_exit", "runs": 100, "run_time_us": 2500, "avg_ns": 25000},
                 {"program": "watch_hit", "runs": 0, "run_time_us": 0, "avg_ns": 0}
             ],
-            "perf": {"top": ["  40.00%  netns-trace  [.] serde_json::ser::format_escaped_str"]}
+            "perf": {"top": ["  40.00%  netns-trace  [.] serde_json::ser::format_escaped_str"],
+                     "by_object": ["    61.38%  netns-trace      ", "    25.85%  [kernel.kallsyms]"]}
         });
         let s = profile(&p);
         assert!(s.contains("1100 events in 40 loader wakeups"), "{s}");
@@ -693,6 +704,10 @@ mod tests {
         );
         assert!(!s.contains("watch_hit"), "{s}");
         assert!(s.contains("serde_json::ser::format_escaped_str"), "{s}");
+        assert!(
+            s.contains("Loader samples by object: 61.38% netns-trace, 25.85% [kernel.kallsyms]."),
+            "{s}"
+        );
         assert_eq!(profile(&Value::Null), "");
         let failed = profile(&json!({"perf": {"error": "no perf"}}));
         assert!(failed.contains("perf failed: no perf"), "{failed}");

@@ -407,7 +407,8 @@ fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
         }
     }
     let mut child = Command::new(bin)
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "2000", "-D", "-1"])
+        // 10 kHz: the loader's 50 ms a round gave ~100 samples at 2 kHz.
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-D", "-1"])
         .arg(format!("--control=fifo:{ctl},{ack}"))
         .args(["-o", data, "-p", &pid.to_string()])
         .stdin(Stdio::null())
@@ -453,7 +454,8 @@ fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
     }
 }
 
-/// The hottest symbols of a `perf record`, or why there are none.
+/// The hottest symbols of a `perf record` and its split by object (the
+/// loader's code, libc, the kernel), or why there are none.
 fn perf_report(bin: &str, data: &str, recorded: Result<std::process::Output, String>) -> Value {
     match recorded {
         Ok(o) if !o.status.success() && !std::path::Path::new(data).exists() => {
@@ -462,22 +464,25 @@ fn perf_report(bin: &str, data: &str, recorded: Result<std::process::Output, Str
         Err(e) => return json!({"error": e}),
         Ok(_) => {}
     }
-    let out = Command::new(bin)
-        .args(["report", "--stdio", "--no-children", "--sort", "dso,sym"])
-        .args(["--percent-limit", "1", "-i", data])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let top: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-                .take(30)
-                .collect();
-            json!({"top": top})
+    let report = |sort: &str, limit: &str, take: usize| -> Result<Vec<String>, String> {
+        let o = Command::new(bin)
+            .args(["report", "--stdio", "--no-children", "--sort", sort])
+            .args(["--percent-limit", limit, "-i", data])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
         }
-        Ok(o) => json!({"error": String::from_utf8_lossy(&o.stderr).trim()}),
-        Err(e) => json!({"error": e.to_string()}),
+        Ok(String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .take(take)
+            .map(str::to_string)
+            .collect())
+    };
+    match (report("dso,sym", "1", 30), report("dso", "0", 10)) {
+        (Ok(top), Ok(by_object)) => json!({"top": top, "by_object": by_object}),
+        (Err(e), _) | (_, Err(e)) => json!({"error": e}),
     }
 }
 
