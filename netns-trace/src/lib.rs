@@ -8,6 +8,7 @@ pub mod cli;
 pub mod containers;
 pub mod events;
 pub mod exact;
+pub mod idmap;
 pub mod insn;
 pub mod json_fast;
 pub mod kallsyms;

@@ -6,12 +6,13 @@
 //! queued for `cleanup_net`, which batch each belongs to, and which
 //! devices are waiting to become free.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use netns_trace_common::{create_source, dev_wait_flags, phase, tracker_op, DevWait, Header};
 
 use crate::events::{cstr_lossy, decode, Event};
 use crate::exact::{Armed, CallPath, Evicted, ExactLedger, Source, Via};
+use crate::idmap::{IdMap, IdSet};
 use crate::ledger::{Ledger, SocketInfo};
 use crate::output::{
     BlockedRec, BpfProgStat, CleanupNetRec, Container, DevWaitRec, ExactRec, HolderRec,
@@ -90,13 +91,13 @@ pub struct Session {
     cfg: SessionConfig,
     /// None: no filter. Else the namespaces in scope, growing as in-scope
     /// tasks create namespaces.
-    scope: Option<HashSet<u32>>,
-    namespaces: HashMap<u32, Namespace>,
+    scope: Option<IdSet<u32>>,
+    namespaces: IdMap<u32, Namespace>,
     /// Destroyed, waiting for the next `cleanup_net` start.
     queued: Vec<u32>,
     /// Running batches by kworker tid.
-    batches: HashMap<u32, Batch>,
-    devices: HashMap<u64, Device>,
+    batches: IdMap<u32, Batch>,
+    devices: IdMap<u64, Device>,
     created: u64,
     destroyed: u64,
     cleanup_batches: u64,
@@ -146,10 +147,10 @@ impl Session {
             blocked: HashMap::new(),
             cfg,
             scope,
-            namespaces: HashMap::new(),
+            namespaces: IdMap::default(),
             queued: Vec::new(),
-            batches: HashMap::new(),
-            devices: HashMap::new(),
+            batches: IdMap::default(),
+            devices: IdMap::default(),
             created: 0,
             destroyed: 0,
             cleanup_batches: 0,
