@@ -153,15 +153,16 @@ fn opt_us(ns: Option<u64>, out: &mut Vec<u8>) {
 }
 
 /// Seconds with millisecond precision, as serde writes `secs3`'s f64: the
-/// shortest decimal of ms/1000, at least one fractional digit. That
-/// decimal is exact below 2^43 ms (then doubles are closer than 0.001
-/// apart); beyond, serde decides.
+/// shortest decimal of ms/1000, at least one fractional digit. `secs3`
+/// rounds ns/1e6 as an f64, half away from zero; below 2^52 ns (52 days)
+/// that division is exact to far less than the 1e-6 ms between an integer
+/// ns and a tie, so integer rounding gives the same ms, and the decimal of
+/// ms/1000 is exact. Beyond, serde decides.
 fn secs3(ns: u64, out: &mut Vec<u8>) -> Option<()> {
-    let ms = (ns as f64 / 1e6).round();
-    if !(0.0..8.0e12).contains(&ms) {
+    if ns >= 1 << 52 {
         return None;
     }
-    let ms = ms as u64;
+    let ms = (ns + 500_000) / 1_000_000;
     uint(ms / 1000, out);
     out.push(b'.');
     let frac = ms % 1000;
@@ -241,7 +242,12 @@ mod tests {
             4_700_000_000,
             12_345_678_901,
             86_400_123_456_789,
-            7_999_999_999_999_000_000,
+            // Ties round away from zero, as f64::round does.
+            2_500_000,
+            1_499_999,
+            1_500_000,
+            999_999_500_000,
+            (1 << 52) - 1,
         ];
         for (i, &t) in times.iter().enumerate() {
             let net = [0, 0xf, 0xff11_0000_0300_2000, u64::MAX][i % 4];
@@ -277,6 +283,26 @@ mod tests {
     }
 
     #[test]
+    fn seconds_match_serde_over_many_times() {
+        // Pseudo-random times below 2^52 ns, and the ones next to a tie.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let ns = (x >> 12) % ((1 << 52) - 1_000_000);
+            let ms = ns / 1_000_000 * 1_000_000;
+            for t in [ns, ms + 499_999, ms + 500_000, ms + 500_001] {
+                same(&Record::NetnsDestroy(NetnsDestroyRec {
+                    time_ns: t,
+                    netns: 1,
+                    pid: 2,
+                    comm: "c".into(),
+                    container: Container::Off,
+                }));
+            }
+        }
+    }
+
+    #[test]
     fn unusual_records_are_left_to_serde() {
         let mut c = create(1, 2, None, "a\"b");
         assert_eq!(fast(&Record::NetnsCreate(c.clone())), None);
@@ -289,7 +315,9 @@ mod tests {
         c.container = Container::None;
         assert_eq!(fast(&Record::NetnsCreate(c.clone())), None);
         c.container = Container::Off;
-        c.time_ns = u64::MAX;
-        assert_eq!(fast(&Record::NetnsCreate(c)), None);
+        for t in [1 << 52, u64::MAX] {
+            c.time_ns = t;
+            assert_eq!(fast(&Record::NetnsCreate(c.clone())), None);
+        }
     }
 }
