@@ -614,8 +614,9 @@ pub fn rfc3339(unix_ns: u64) -> String {
 /// `rfc3339` written where it goes (a JSON record: no String first).
 pub(crate) struct Rfc3339(pub(crate) u64);
 
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rfc3339 {
+    /// Year, month, day, hour, minute, second, millisecond (UTC).
+    pub(crate) fn fields(&self) -> [u64; 7] {
         let unix_ns = self.0;
         let secs = unix_ns / 1_000_000_000;
         let ms = unix_ns % 1_000_000_000 / 1_000_000;
@@ -630,13 +631,22 @@ impl std::fmt::Display for Rfc3339 {
         let d = doy - (153 * mp + 2) / 5 + 1;
         let m = if mp < 10 { mp + 3 } else { mp - 9 };
         let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        [
+            y as u64,
+            m as u64,
+            d as u64,
             sod / 3600,
             sod % 3600 / 60,
-            sod % 60
-        )
+            sod % 60,
+            ms,
+        ]
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [y, m, d, hh, mm, ss, ms] = self.fields();
+        write!(f, "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
     }
 }
 
