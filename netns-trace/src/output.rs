@@ -1416,7 +1416,6 @@ impl Renderer {
         }
     }
 
-    /// Writes `rec` to `w`, ending with a newline.
     /// Writes `rec` to `w`, ending with a newline. JSON: the churn's
     /// records by `json_fast`, the others by serde straight into `w`.
     pub fn render_to(&mut self, w: &mut impl std::io::Write, rec: &Record) -> std::io::Result<()> {

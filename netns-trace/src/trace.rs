@@ -411,7 +411,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         wall: Some((start_unix_ns, utc_offset_s())),
     };
     let mut out = Output::new(opts.json, style, mapping);
-    out.json_file = json_file.map(|(path, f)| (path, std::io::BufWriter::new(f)));
+    out.json_file = json_file.map(|(path, f)| JsonFile {
+        path,
+        w: std::io::BufWriter::new(f),
+        lines: Renderer::new(true),
+    });
     if run.is_some() {
         out.report = Some(ReportBuilder::new(destroy_seen));
     }
@@ -858,7 +862,15 @@ struct Output {
     /// Container names: records wait for the Docker API (mapping on).
     mapping: Option<Mapping>,
     /// `--json-file`: every record, as JSON lines, whatever stdout shows.
-    json_file: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
+    json_file: Option<JsonFile>,
+}
+
+/// `--json-file`: where it is, and the JSON renderer stdout has under
+/// `--json`, so both write the same lines the same way.
+struct JsonFile {
+    path: std::path::PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+    lines: Renderer,
 }
 
 impl Output {
@@ -886,10 +898,8 @@ impl Output {
         if let Some(r) = &mut self.report {
             r.observe(rec);
         }
-        if let Some((_, f)) = &mut self.json_file {
-            let written = serde_json::to_writer(&mut *f, rec)
-                .map_err(std::io::Error::from)
-                .and_then(|()| f.write_all(b"\n"));
+        if let Some(f) = &mut self.json_file {
+            let written = f.lines.render_to(&mut f.w, rec);
             self.file_result(written);
         }
         // JSON (no gate): every record straight out, no copy.
@@ -984,8 +994,8 @@ impl Output {
     }
 
     fn flush(&mut self) -> Result<()> {
-        if let Some((_, f)) = &mut self.json_file {
-            let flushed = f.flush();
+        if let Some(f) = &mut self.json_file {
+            let flushed = f.w.flush();
             self.file_result(flushed);
         }
         self.stdout.flush().map_err(broken_pipe)
@@ -994,10 +1004,10 @@ impl Output {
     /// A full disk must not end the trace mid-incident: the file is given
     /// up, once and loudly, and stdout goes on.
     fn file_result(&mut self, result: std::io::Result<()>) {
-        if let (Err(e), Some((path, _))) = (result, &self.json_file) {
+        if let (Err(e), Some(f)) = (result, &self.json_file) {
             eprintln!(
                 "netns-trace: --json-file {}: {e}; no longer written (stdout goes on)",
-                path.display()
+                f.path.display()
             );
             self.json_file = None;
         }
