@@ -346,6 +346,10 @@ pub struct BlockedTask {
     pub nr: u32,
     /// `se.exec_start`: when it last ran (scheduler clock, ns).
     pub last_ran_ns: u64,
+    /// `se.exec_start` of the task running the iterator: "now" on the
+    /// same scheduler clock (`hdr.ts_ns` is CLOCK_MONOTONIC, which sits a
+    /// per-boot offset away from it).
+    pub seen_sched_ns: u64,
     pub ips: [u64; BLOCKED_FRAMES],
 }
 

@@ -7,7 +7,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::task_struct,
-    helpers::{bpf_get_task_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_task, bpf_get_task_stack, bpf_ktime_get_ns},
 };
 use netns_trace_common::{kind, stat, BlockedTask, Header, BLOCKED_FRAMES};
 
@@ -58,6 +58,11 @@ fn report(task: *mut task_struct) -> Result<(), crate::kread::Counted> {
         };
         (*e).state = state;
         (*e).last_ran_ns = read::<u64>(base, off!(task_exec_start)).unwrap_or(0);
+        // The reader running this iterator was accounted when it last woke
+        // or at its last tick: a "now" on the scheduler's clock, which
+        // bpf_ktime_get_ns is not.
+        (*e).seen_sched_ns =
+            read::<u64>(bpf_get_current_task(), off!(task_exec_start)).unwrap_or(0);
         let bytes = bpf_get_task_stack(
             task,
             (*e).ips.as_mut_ptr() as *mut c_void,

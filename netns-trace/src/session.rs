@@ -116,17 +116,20 @@ pub struct Session {
     blocked: HashMap<u32, BlockedRec>,
 }
 
-/// Seconds between a task's last run (`se.exec_start`, the scheduler's
-/// clock) and when the iterator saw it (`bpf_ktime_get_ns`). Both count ns
-/// since boot on x86 but are not the same clock: a last run up to
-/// `CLOCK_SKEW_NS` after "now" means the task just ran (0 s); further
-/// ahead, or never, is unknown.
-fn blocked_seconds(last_ran_ns: u64, seen_ns: u64) -> Option<f64> {
-    const CLOCK_SKEW_NS: u64 = 10_000_000;
-    if last_ran_ns == 0 || last_ran_ns > seen_ns + CLOCK_SKEW_NS {
+/// Seconds between a task's last run (`se.exec_start`) and "now" on the
+/// same scheduler clock: the iterating reader's own `se.exec_start`, set
+/// when it last woke or at its last tick. CLOCK_MONOTONIC
+/// (`bpf_ktime_get_ns`) is not that clock: on a QEMU guest the two were
+/// seen tens of ms apart, fixed per boot, so a task that had just run
+/// looked to have run in the future. The reader's "now" may lag by up to
+/// a tick; a task that ran within `LAG_NS` after it just ran (0 s).
+/// Further ahead, or either clock unread, is unknown.
+fn blocked_seconds(last_ran_ns: u64, now_sched_ns: u64) -> Option<f64> {
+    const LAG_NS: u64 = 50_000_000;
+    if last_ran_ns == 0 || now_sched_ns == 0 || last_ran_ns > now_sched_ns + LAG_NS {
         return None;
     }
-    Some(seen_ns.saturating_sub(last_ran_ns) as f64 / 1e9)
+    Some(now_sched_ns.saturating_sub(last_ran_ns) as f64 / 1e9)
 }
 
 fn comm(h: &Header) -> String {
@@ -707,7 +710,7 @@ impl Session {
                     None => Vec::new(),
                 };
                 let reason = crate::blocked::classify(&stack)?;
-                let blocked_s = blocked_seconds(t.last_ran_ns, t.hdr.ts_ns);
+                let blocked_s = blocked_seconds(t.last_ran_ns, t.seen_sched_ns);
                 let rec = BlockedRec {
                     time_ns: self.rel(t.hdr.ts_ns),
                     pid: t.hdr.pid,
@@ -955,13 +958,15 @@ mod tests {
     }
 
     #[test]
-    fn blocked_time_tolerates_clock_skew_only() {
+    fn blocked_time_tolerates_the_readers_lag_only() {
         assert_eq!(blocked_seconds(1_000_000_000, 3_500_000_000), Some(2.5));
-        // The scheduler's clock a little ahead: it just ran.
+        // Ran after the reader was last accounted (a tick's lag): just ran.
         assert_eq!(blocked_seconds(3_504_000_000, 3_500_000_000), Some(0.0));
-        // Far ahead, or never ran: unknown.
-        assert_eq!(blocked_seconds(4_000_000_000, 3_500_000_000), None);
+        assert_eq!(blocked_seconds(3_550_000_000, 3_500_000_000), Some(0.0));
+        // Far ahead, never ran, or no "now": unknown.
+        assert_eq!(blocked_seconds(3_550_000_001, 3_500_000_000), None);
         assert_eq!(blocked_seconds(0, 3_500_000_000), None);
+        assert_eq!(blocked_seconds(1_000_000_000, 0), None);
     }
 
     /// Symbols only (no stack map): what rtnl callers are resolved with.
