@@ -454,7 +454,11 @@ pub fn check_exact_two(run: &Run) -> Result<String, String> {
         }
         verdicts.push(match (flagged, &released["exact"]["kernel_disagrees"]) {
             (None, Value::Null) => format!("{who} exact"),
-            (n, _) => format!("{who} said it missed {} write(s)", n.unwrap_or(0)),
+            (Some(n), _) if n < 0 => format!("{who} said it counts {} fewer than the kernel", -n),
+            (n, _) => format!(
+                "{who} said it counts {} more than the kernel",
+                n.unwrap_or(0)
+            ),
         });
     }
     Ok(format!("lo of netns {inode}: {}", verdicts.join(", ")))
@@ -1678,7 +1682,14 @@ mod tests {
         let ok = two_run(&good, &said).unwrap();
         assert_eq!(
             ok,
-            "lo of netns 20: driver exact, second said it missed 9 write(s)"
+            "lo of netns 20: driver exact, second said it counts 9 more than the kernel"
+        );
+        // Missing a hold instead: one fewer.
+        let fewer = two_lines(&[("dev_wait", 2, 1, None), ("dev_released", 1, -1, Some(0))]);
+        let ok = two_run(&fewer, &good).unwrap();
+        assert!(
+            ok.contains("driver said it counts 1 fewer than the kernel"),
+            "{ok}"
         );
         // Wrong without saying so, at a later wait or at the release.
         let silent = two_lines(&[
