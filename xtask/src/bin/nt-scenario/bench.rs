@@ -365,7 +365,7 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     let t = Tracer::start(&a.tracer, &["--bpf-stats"], timeout)?;
     let data = "/tmp/nt-perf.data";
     let perf = match &a.perf {
-        Some(bin) => Some(start_perf(bin, t.child.id(), data)?),
+        Some(bin) => Some(start_perf(bin, PerfTarget::Pid(t.child.id()), data)?),
         None => None,
     };
     let cpu0 = cpu_ticks(t.child.id()).unwrap_or(0);
@@ -381,6 +381,10 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     let s = t.stop();
     let (n, secs) = churned?;
     let summary = s.summary.ok_or("the tracer printed no summary")?;
+    let tcp_profile = match &a.perf {
+        Some(bin) => tcp_profile(a, bin, timeout),
+        None => json!(null),
+    };
     Ok(json!({
         "namespaces": n,
         "per_s": n as f64 / secs,
@@ -390,14 +394,106 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
         "loader_cpu_ms": (cpu1.saturating_sub(cpu0)) as f64 * 1000.0 / clk_tck(),
         "bpf_programs": summary["bpf_programs"],
         "perf": report,
+        "tcp_profile": tcp_profile,
     }))
 }
 
-/// `perf record` on `pid`, started with its events disabled and enabled
+/// The TCP loop sampled over the whole guest (`perf record -a`), untraced
+/// and then with the default tracer attached: samples by task and by
+/// symbol, so what tracing adds per connection (programs, trampolines,
+/// tracepoint dispatch, the loader, anything else) shows by name. The
+/// tracer runs without --bpf-stats here, as in the measured rounds.
+fn tcp_profile(a: &BenchArgs, bin: &str, timeout: Duration) -> Value {
+    let mut out = json!({"connections": a.tcp_count});
+    for side in ["untraced", "traced"] {
+        eprintln!("nt-scenario: bench profile: TCP loop {side}, perf -a");
+        out[side] = match tcp_sampled(a, bin, side == "traced", timeout) {
+            Ok(v) => v,
+            Err(e) => json!({"error": e}),
+        };
+    }
+    out
+}
+
+fn tcp_sampled(a: &BenchArgs, bin: &str, traced: bool, timeout: Duration) -> Result<Value, String> {
+    let tracer = match traced {
+        true => Some(Tracer::start(&a.tracer, &[], timeout)?),
+        false => None,
+    };
+    let data = "/tmp/nt-perf-tcp.data";
+    let perf = start_perf(bin, PerfTarget::All, data)?;
+    let rate = tcp(a.tcp_count, |_| true);
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let recorded = perf.wait_with_output().map_err(|e| e.to_string());
+    if let Some(t) = tracer {
+        t.stop();
+    }
+    let rate = rate?;
+    match recorded {
+        Ok(o) if !std::path::Path::new(data).exists() => {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let o = Command::new(bin)
+        .args(["script", "-F", "comm,ip,sym", "-i", data])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let (samples, by_comm, by_sym) = sample_counts(&text);
+    Ok(json!({
+        "conns_per_s": rate,
+        "samples": samples,
+        "by_comm": by_comm,
+        "by_sym": by_sym,
+    }))
+}
+
+/// `perf script -F comm,ip,sym` lines counted: total, by task name and by
+/// symbol (unresolved addresses as `[unknown]`), most first. perf names
+/// no symbol without the `ip` field, which is dropped here.
+type Counts = Vec<(String, u64)>;
+fn sample_counts(text: &str) -> (u64, Counts, Counts) {
+    use std::collections::HashMap;
+    let (mut comms, mut syms) = (HashMap::new(), HashMap::new());
+    let mut total = 0;
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        let Some(comm) = w.next() else { continue };
+        let _ip = w.next();
+        let sym = w.collect::<Vec<_>>().join(" ");
+        let sym = if sym.is_empty() {
+            "[unknown]".to_string()
+        } else {
+            sym
+        };
+        total += 1;
+        *comms.entry(comm.to_string()).or_insert(0) += 1;
+        *syms.entry(sym).or_insert(0) += 1;
+    }
+    let sorted = |m: HashMap<String, u64>| {
+        let mut v: Counts = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    };
+    (total, sorted(comms), sorted(syms))
+}
+
+/// What `perf record` samples: one process, or every CPU (`-a`).
+enum PerfTarget {
+    Pid(u32),
+    All,
+}
+
+/// `perf record` on `target`, started with its events disabled and enabled
 /// through its control fifo: it returns once perf acknowledged, so the
-/// churn that follows is sampled from its first namespace (perf takes
-/// seconds to start under TCG).
-fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
+/// loop that follows is sampled from its start (perf takes seconds to
+/// start under TCG).
+fn start_perf(bin: &str, target: PerfTarget, data: &str) -> Result<Child, String> {
     let (ctl, ack) = ("/tmp/nt-perf.ctl", "/tmp/nt-perf.ack");
     for f in [ctl, ack] {
         let _ = std::fs::remove_file(f);
@@ -410,7 +506,11 @@ fn start_perf(bin: &str, pid: u32, data: &str) -> Result<Child, String> {
         // 10 kHz: the loader's 50 ms a round gave ~100 samples at 2 kHz.
         .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-D", "-1"])
         .arg(format!("--control=fifo:{ctl},{ack}"))
-        .args(["-o", data, "-p", &pid.to_string()])
+        .args(["-o", data])
+        .args(match target {
+            PerfTarget::Pid(pid) => vec!["-p".to_string(), pid.to_string()],
+            PerfTarget::All => vec!["-a".to_string()],
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -849,6 +949,30 @@ fn bpftrace_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn perf_script_lines_are_counted_by_task_and_symbol() {
+        let text = "     nt-scenario  ffffffff81a0c1d0 tcp_v4_connect\n\
+                    kworker/u8:0  7f00aa001234 [unknown]\n\
+                     nt-scenario  ffffffffc0012345 bpf_prog_6deef7357e7b4530_sock_state_btf\n\
+                     nt-scenario  ffffffff81a0c1d0 tcp_v4_connect\n\
+                     netns-trace\n\
+                    \n";
+        let (n, comms, syms) = sample_counts(text);
+        assert_eq!(n, 5);
+        assert_eq!(
+            comms,
+            vec![
+                ("nt-scenario".to_string(), 3),
+                ("kworker/u8:0".to_string(), 1),
+                ("netns-trace".to_string(), 1)
+            ]
+        );
+        // Ties by name.
+        assert_eq!(syms[0], ("[unknown]".to_string(), 2));
+        assert_eq!(syms[1], ("tcp_v4_connect".to_string(), 2));
+        assert_eq!(syms.len(), 3);
+    }
 
     /// The per-thread figure follows the thread's own CPU (the driver's
     /// reader read 0 ticks a round in the guest: it must be able to read
