@@ -135,9 +135,11 @@ pub fn prepare(no_fentry: bool) -> Result<Prepared> {
     }
     let t0 = std::time::Instant::now();
     let tracefs = tracefs::ensure_mounted();
+    log::debug!("prepare: tracefs at {:?}", t0.elapsed());
     let symbols = read_kallsyms_for_plan()?;
-    let caps = KernelCaps::probe(tracefs.clone(), &symbols);
     log::debug!("prepare: kallsyms read and parsed at {:?}", t0.elapsed());
+    let caps = KernelCaps::probe(tracefs.clone(), &symbols);
+    log::debug!("prepare: kernel probed at {:?}", t0.elapsed());
     if !caps.btf {
         bail!(
             "this kernel ({}) has no BTF ({} is missing): netns-trace needs CONFIG_DEBUG_INFO_BTF to read kernel structures",
@@ -172,7 +174,9 @@ pub fn prepare(no_fentry: bool) -> Result<Prepared> {
         btf_tracepoint: !no_fentry,
         btf: true,
     };
+    log::debug!("prepare: traceable functions read at {:?}", t0.elapsed());
     let plan = Plan::new(plan_caps, &symbols, traceable.as_ref());
+    log::debug!("prepare: planned at {:?}", t0.elapsed());
     Ok(Prepared {
         caps,
         symbols,

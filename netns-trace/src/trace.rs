@@ -347,7 +347,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         },
     };
     let btf = Some(&prepared.aya_btf);
+    let t = Instant::now();
     attach::attach_all(&mut ebpf, btf, &mut prepared.plan, opts.dry_run);
+    log::debug!("start-up: hooks attached in {:?}", t.elapsed());
     if !opts.pids.is_empty() || run.is_some() {
         // Descendants join the scope through the fork hook.
         attach::ensure_hook(&mut ebpf, btf, &mut prepared.plan, "fork", opts.dry_run);
@@ -360,7 +362,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     // parses are never in memory together. Read before any event, so a
     // module loaded later is found by the usual re-read (its init code's
     // symbols only exist while its init runs).
+    let t = Instant::now();
     prepared.symbols = crate::read_kallsyms()?;
+    log::debug!("start-up: whole symbol table read in {:?}", t.elapsed());
     let plan = &prepared.plan;
     if !plan.hooks.iter().any(|h| h.chosen().is_some()) {
         return Err(anyhow!(
