@@ -74,28 +74,27 @@ fn cleanup(r: &CleanupNetRec, out: &mut Vec<u8>) -> Option<()> {
         out.extend_from_slice(b",\"duration_us\":");
         opt_us(d, out);
     }
-    out.extend_from_slice(b",\"netns\":[");
-    for (i, &n) in r.netns.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        uint(n.into(), out);
-    }
-    out.push(b']');
+    list(out, b",\"netns\":", &r.netns, |n, out| uint(n.into(), out));
     if let Some(t) = &r.teardown_ns {
-        out.extend_from_slice(b",\"teardown_us\":[");
-        for (i, &ns) in t.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            opt_us(ns, out);
-        }
-        out.push(b']');
+        list(out, b",\"teardown_us\":", t, opt_us);
     }
     num(out, b",\"pid\":", r.pid.into());
     text(out, b",\"comm\":", &r.comm)?;
     out.push(b'}');
     Some(())
+}
+
+/// `key` and a JSON array of `items`, each written by `each`.
+fn list<T: Copy>(out: &mut Vec<u8>, key: &[u8], items: &[T], each: impl Fn(T, &mut Vec<u8>)) {
+    out.extend_from_slice(key);
+    out.push(b'[');
+    for (i, &item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(item, out);
+    }
+    out.push(b']');
 }
 
 /// `rfc3339` without `core::fmt` (5 % of the guest's loader profile);
