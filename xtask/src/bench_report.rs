@@ -551,27 +551,17 @@ pub fn profile(p: &Value) -> String {
 /// either side's `key` counts (`by_comm`, `by_sym`); biggest growth first.
 pub fn tcp_profile_diff(t: &Value, key: &str) -> Vec<(String, f64, f64)> {
     let conns = t["connections"].as_f64().unwrap_or(0.0).max(1.0);
-    let mut names: Vec<String> = Vec::new();
     let mut per = std::collections::HashMap::<String, [f64; 2]>::new();
     for (i, side) in ["untraced", "traced"].iter().enumerate() {
         for pair in t[side][key].as_array().into_iter().flatten() {
             let (Some(name), Some(n)) = (pair[0].as_str(), pair[1].as_f64()) else {
                 continue;
             };
-            let e = per.entry(name.to_string()).or_insert_with(|| {
-                names.push(name.to_string());
-                [0.0; 2]
-            });
-            e[i] += n * 1000.0 / conns;
+            per.entry(name.to_string()).or_insert([0.0; 2])[i] += n * 1000.0 / conns;
         }
     }
-    let mut rows: Vec<(String, f64, f64)> = names
-        .into_iter()
-        .map(|n| {
-            let [u, t] = per[&n];
-            (n, u, t)
-        })
-        .collect();
+    // The sort below (ties by name) fixes the order.
+    let mut rows: Vec<(String, f64, f64)> = per.into_iter().map(|(n, [u, t])| (n, u, t)).collect();
     rows.sort_by(|a, b| (b.2 - b.1).total_cmp(&(a.2 - a.1)).then(a.0.cmp(&b.0)));
     rows
 }

@@ -429,21 +429,8 @@ fn tcp_sampled(a: &BenchArgs, bin: &str, traced: bool, timeout: Duration) -> Res
         t.stop();
     }
     let rate = rate?;
-    match recorded {
-        Ok(o) if !std::path::Path::new(data).exists() => {
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-        }
-        Err(e) => return Err(e),
-        Ok(_) => {}
-    }
-    let o = Command::new(bin)
-        .args(["script", "-F", "comm,ip,sym", "-i", data])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !o.status.success() {
-        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-    }
-    let text = String::from_utf8_lossy(&o.stdout);
+    recorded_data(data, recorded)?;
+    let text = perf_output(bin, &["script", "-F", "comm,ip,sym"], data)?;
     let (samples, by_comm, by_sym) = sample_counts(&text);
     Ok(json!({
         "conns_per_s": rate,
@@ -557,23 +544,20 @@ fn start_perf(bin: &str, target: PerfTarget, data: &str) -> Result<Child, String
 /// The hottest symbols of a `perf record` and its split by object (the
 /// loader's code, libc, the kernel), or why there are none.
 fn perf_report(bin: &str, data: &str, recorded: Result<std::process::Output, String>) -> Value {
-    match recorded {
-        Ok(o) if !o.status.success() && !std::path::Path::new(data).exists() => {
-            return json!({"error": String::from_utf8_lossy(&o.stderr).trim()});
-        }
-        Err(e) => return json!({"error": e}),
-        Ok(_) => {}
+    if let Err(e) = recorded_data(data, recorded) {
+        return json!({"error": e});
     }
     let report = |sort: &str, limit: &str, take: usize| -> Result<Vec<String>, String> {
-        let o = Command::new(bin)
-            .args(["report", "--stdio", "--no-children", "--sort", sort])
-            .args(["--percent-limit", limit, "-i", data])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-        }
-        Ok(String::from_utf8_lossy(&o.stdout)
+        let args = [
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            sort,
+            "--percent-limit",
+            limit,
+        ];
+        Ok(perf_output(bin, &args, data)?
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .take(take)
@@ -584,6 +568,30 @@ fn perf_report(bin: &str, data: &str, recorded: Result<std::process::Output, Str
         (Ok(top), Ok(by_object)) => json!({"top": top, "by_object": by_object}),
         (Err(e), _) | (_, Err(e)) => json!({"error": e}),
     }
+}
+
+/// Whether `perf record` (stopped by SIGINT, which it may exit non-zero
+/// on) left its data file; its error, or its stderr, when not.
+fn recorded_data(data: &str, recorded: Result<std::process::Output, String>) -> Result<(), String> {
+    match recorded? {
+        o if !std::path::Path::new(data).exists() => {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `perf ARGS -i DATA`: its standard output, or its stderr on failure.
+fn perf_output(bin: &str, args: &[&str], data: &str) -> Result<String, String> {
+    let o = Command::new(bin)
+        .args(args)
+        .args(["-i", data])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 // ---- the tracer under measurement --------------------------------------
