@@ -15,9 +15,9 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use netns_trace_common::{kind, Offsets, SockState, NAME_LEN};
+use netns_trace_common::{kind, stat, Offsets, SockState, NAME_LEN};
 
-use crate::kread::{emit, header, net_inum, netns_in_scope, off, read, setting, Counted};
+use crate::kread::{count, emit, header, netns_in_scope, off, read, setting, Counted};
 
 /// What an event says of the connection, read from wherever the hook
 /// keeps it (the tracepoint record, or the socket).
@@ -30,12 +30,49 @@ struct Tuple {
     daddr: [u8; 16],
 }
 
+/// How the filter reads the socket: through `bpf_probe_read_kernel`, or
+/// with plain loads where the verifier knows the pointer's BTF type.
+trait Reader {
+    fn at<T: Copy>(&self, base: u64, offset: u32) -> Result<T, Counted>;
+}
+
+/// Any pointer (the classic tracepoint's record holds an untyped address).
+struct ProbeRead;
+
+impl Reader for ProbeRead {
+    #[inline(always)]
+    fn at<T: Copy>(&self, base: u64, offset: u32) -> Result<T, Counted> {
+        read::<T>(base, offset)
+    }
+}
+
+/// tp_btf hands the program a typed `struct sock *`: a plain load from it
+/// (and from the `struct net *` read out of it) is checked by the verifier
+/// against the kernel's BTF, at the offset the loader set (a constant of the
+/// frozen .rodata), and JITed to one guarded move; `bpf_probe_read_kernel`
+/// is a helper call of some hundred instructions. The filter runs on every
+/// TCP state change of every socket, ten per loopback connection: with
+/// three helper calls it cost a traced TCP loop 3-4 % of its rate
+/// (docs/performance.md). A faulting load reads 0, as a failed helper does.
+struct BtfLoad;
+
+impl Reader for BtfLoad {
+    #[inline(always)]
+    fn at<T: Copy>(&self, base: u64, offset: u32) -> Result<T, Counted> {
+        if offset == Offsets::MISSING || base == 0 {
+            count(stat::READ_ERRORS);
+            return Err(Counted);
+        }
+        Ok(unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) })
+    }
+}
+
 /// The filter every state change passes first, before anything else is
 /// read: a kernel socket of a namespace in scope, not the initial one.
 /// Returns the namespace inode and the kernel-socket bit.
 #[inline(always)]
-fn in_scope(sk: u64) -> Result<Option<(u32, u8)>, Counted> {
-    let inum = net_inum(read::<u64>(sk, off!(sock_net))?)?;
+fn in_scope<R: Reader>(r: R, sk: u64) -> Result<Option<(u32, u8)>, Counted> {
+    let inum = r.at::<u32>(r.at::<u64>(sk, off!(sock_net))?, off!(net_inum))?;
     if inum == setting!(init_netns_inum) {
         return Ok(None);
     }
@@ -43,7 +80,7 @@ fn in_scope(sk: u64) -> Result<Option<(u32, u8)>, Counted> {
     let kernel = if off!(sock_kern_byte) == Offsets::MISSING {
         0
     } else {
-        let byte = read::<u8>(sk, off!(sock_kern_byte))?;
+        let byte = r.at::<u8>(sk, off!(sock_kern_byte))?;
         let kernel = (byte >> (off!(sock_kern_bit) & 7)) & 1;
         if kernel == 0 {
             return Ok(None);
@@ -171,7 +208,7 @@ fn tuple<F: Fields>(f: &F, at: TupleAt) -> Result<Tuple, Counted> {
 
 fn on_record(ctx: &TracePointContext) -> Result<(), Counted> {
     let sk = ctx.get::<u64>(off!(tp_sk_skaddr))?;
-    let Some((inum, kernel)) = in_scope(sk)? else {
+    let Some((inum, kernel)) = in_scope(ProbeRead, sk)? else {
         return Ok(());
     };
     let old = ctx.get::<i32>(off!(tp_sk_oldstate))?;
@@ -199,7 +236,7 @@ pub fn sock_state_tp(ctx: TracePointContext) -> u32 {
 // ---- tp_btf: the arguments, and the tuple from the socket ---------------
 
 fn on_args(sk: u64, old: i32, new: i32) -> Result<(), Counted> {
-    let Some((inum, kernel)) = in_scope(sk)? else {
+    let Some((inum, kernel)) = in_scope(BtfLoad, sk)? else {
         return Ok(());
     };
     let at = TupleAt {
