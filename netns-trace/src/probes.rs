@@ -62,11 +62,16 @@ fn load_and_maybe_attach(
     attach: bool,
 ) -> Result<()> {
     let prog = self::program(ebpf, program)?;
+    // Start-up time is a goal (docs/performance.md): each program's
+    // verifier run and attach, apart, in the debug log.
+    let t = std::time::Instant::now();
+    let loaded;
     let need_btf = || btf.ok_or_else(|| anyhow!("needs kernel BTF"));
     match how {
         Method::Fentry => {
             let p: &mut FEntry = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
+            loaded = t.elapsed();
             if attach {
                 p.attach().map_err(flatten)?;
             }
@@ -74,6 +79,7 @@ fn load_and_maybe_attach(
         Method::Fexit => {
             let p: &mut FExit = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
+            loaded = t.elapsed();
             if attach {
                 p.attach().map_err(flatten)?;
             }
@@ -81,6 +87,7 @@ fn load_and_maybe_attach(
         Method::Kprobe | Method::Kretprobe => {
             let p: &mut KProbe = prog.try_into()?;
             p.load().map_err(flatten)?;
+            loaded = t.elapsed();
             if attach {
                 p.attach(target, 0).map_err(flatten)?;
             }
@@ -91,6 +98,7 @@ fn load_and_maybe_attach(
                 .ok_or_else(|| anyhow!("tracepoint {target} is not category/name"))?;
             let p: &mut TracePoint = prog.try_into()?;
             p.load().map_err(flatten)?;
+            loaded = t.elapsed();
             if attach {
                 p.attach(category, name).map_err(flatten)?;
             }
@@ -98,11 +106,16 @@ fn load_and_maybe_attach(
         Method::BtfTracepoint => {
             let p: &mut BtfTracePoint = prog.try_into()?;
             p.load(target, need_btf()?).map_err(flatten)?;
+            loaded = t.elapsed();
             if attach {
                 p.attach().map_err(flatten)?;
             }
         }
     }
+    log::debug!(
+        "start-up: {program} ({how:?} {target}): loaded in {loaded:?}, attached in {:?}",
+        t.elapsed() - loaded
+    );
     Ok(())
 }
 
