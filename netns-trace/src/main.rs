@@ -27,6 +27,7 @@ use netns_trace::{
 };
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let cli = Cli::parse();
     let style = if cli
         .color
@@ -91,6 +92,19 @@ pub struct Prepared {
 /// Checks privileges, mounts tracefs if needed, reads kallsyms and BTF, and
 /// plans the attach. Every refusal is one sentence.
 /// /proc/kallsyms, parsed as it is read.
+/// glibc gives every thread that allocates its own arena: the symbol table
+/// read in the background after attaching (trace::run, ~8 MB) would grow a
+/// new one instead of reusing what the freed BTF parses left in the main
+/// one, and the loader's peak memory (a goal: docs/performance.md) rose by
+/// 16 MB. The loader's threads allocate little and rarely together.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 pub fn read_kallsyms() -> Result<Symbols> {
     Symbols::read(kallsyms_file()?).context("reading /proc/kallsyms")
 }

@@ -50,6 +50,16 @@ pub trait Stacks {
     fn call_path(&mut self, id: i32) -> CallPath;
     /// Raw return addresses (a task's stack), symbolised like `frames`.
     fn symbolize(&mut self, ips: &[u64]) -> Vec<String>;
+    /// Names stack `id` as soon as the resolver can (see
+    /// `Session::warm_stack`); a resolver still reading its symbol table
+    /// may do it once the table is there instead of waiting for it.
+    fn warm(&mut self, id: i32) {
+        let _ = self.frames(id);
+    }
+    /// Naming a frame now would wait for the symbol table to be read.
+    fn loading(&self) -> bool {
+        false
+    }
 }
 
 pub struct StackResolver(pub Box<dyn Stacks>);
@@ -201,12 +211,21 @@ impl Session {
         )
     }
 
+    /// The resolver is still reading its symbol table: a record that names
+    /// a frame would wait for it (the loader then writes out what it has
+    /// first).
+    pub fn symbols_loading(&self) -> bool {
+        self.resolver.as_ref().is_some_and(|r| r.0.loading())
+    }
+
     /// Symbolises a stack as soon as its event arrives; the resolver keeps
     /// the names. Done later (at report time) a module's init code may be
     /// gone from /proc/kallsyms and its address reused, e.g. by a BPF
     /// program loaded since, and the frame would be named wrongly.
     fn warm_stack(&mut self, id: i32) {
-        let _ = self.stack(id);
+        if let (Some(r), true) = (&mut self.resolver, id >= 0) {
+            r.0.warm(id);
+        }
     }
 
     /// The call path of stack `id` (empty when unknown).
@@ -982,6 +1001,62 @@ mod tests {
         fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
             ips.iter().map(|&ip| self.0.symbolize(ip)).collect()
         }
+    }
+
+    /// A resolver whose symbol table is still being read: counts what the
+    /// session asks of it.
+    #[derive(Default)]
+    struct StillLoading {
+        frames: std::rc::Rc<std::cell::Cell<u32>>,
+        warmed: std::rc::Rc<std::cell::Cell<u32>>,
+    }
+
+    impl Stacks for StillLoading {
+        fn frames(&mut self, _id: i32) -> Vec<String> {
+            self.frames.set(self.frames.get() + 1);
+            Vec::new()
+        }
+        fn call_path(&mut self, _id: i32) -> CallPath {
+            CallPath::from([])
+        }
+        fn symbolize(&mut self, _ips: &[u64]) -> Vec<String> {
+            Vec::new()
+        }
+        fn warm(&mut self, _id: i32) {
+            self.warmed.set(self.warmed.get() + 1);
+        }
+        fn loading(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_held_object_warms_its_stack_without_waiting_for_the_table() {
+        let mut s = session(vec![], vec![]);
+        assert!(!s.symbols_loading());
+        let r = StillLoading::default();
+        let (frames, warmed) = (r.frames.clone(), r.warmed.clone());
+        s.set_stack_resolver(StackResolver(Box::new(r)));
+        assert!(s.symbols_loading());
+        let hold = netns_trace_common::ObjHold {
+            hdr: hdr(kind::OBJ_HOLD, T0 + S, 90, "insmod"),
+            obj: 0xff1,
+            dev: 0xff2,
+            inum: 11,
+            obj_kind: netns_trace_common::obj_kind::DST,
+            stack_id: 7,
+            ..Default::default()
+        };
+        assert_eq!(s.on_event(Event::ObjHold(hold)), None);
+        assert_eq!((warmed.get(), frames.get()), (1, 0));
+        // No stack (a negative id): nothing to warm.
+        let hold = netns_trace_common::ObjHold {
+            stack_id: -14,
+            obj: 0xff3,
+            ..hold
+        };
+        s.on_event(Event::ObjHold(hold));
+        assert_eq!((warmed.get(), frames.get()), (1, 0));
     }
 
     fn session(netns: Vec<u32>, pids: Vec<u32>) -> Session {

@@ -53,10 +53,76 @@ impl Callchains {
     }
 }
 
+/// The whole symbol table being read in the background: trace::run starts
+/// it once the hooks are attached, so start-up does not wait ~0.3 s for it.
+/// The thread runs at idle priority (SCHED_IDLE): on a busy host it takes
+/// no CPU from the workload being traced; when a frame must be named now,
+/// the resolver raises it back to normal and waits.
+pub struct LoadingSymbols {
+    thread: std::thread::JoinHandle<anyhow::Result<Symbols>>,
+    /// The thread's tid, once it has set its own priority (0 before).
+    tid: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl LoadingSymbols {
+    pub fn spawn(read: fn() -> anyhow::Result<Symbols>) -> std::io::Result<Self> {
+        let tid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let shared = tid.clone();
+        let thread = std::thread::Builder::new()
+            .name("kallsyms".into())
+            .spawn(move || {
+                if set_policy(0, libc::SCHED_IDLE) {
+                    shared.store(
+                        unsafe { libc::gettid() },
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                }
+                let t = std::time::Instant::now();
+                let symbols = read();
+                log::debug!("start-up: whole symbol table read in {:?}", t.elapsed());
+                symbols
+            })?;
+        Ok(LoadingSymbols { thread, tid })
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the table, at normal priority from now on.
+    fn join(self) -> std::thread::Result<anyhow::Result<Symbols>> {
+        let tid = self.tid.load(std::sync::atomic::Ordering::SeqCst);
+        if tid != 0 && !self.thread.is_finished() {
+            set_policy(tid, libc::SCHED_OTHER);
+        }
+        self.thread.join()
+    }
+}
+
+/// sched_setscheduler for a thread of this process (0: the caller); no
+/// privilege is needed to lower a thread to SCHED_IDLE or to bring it back.
+/// False (logged) if the kernel refused.
+fn set_policy(tid: i32, policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    let ok = unsafe { libc::sched_setscheduler(tid, policy, &param) } == 0;
+    if !ok {
+        log::debug!(
+            "sched_setscheduler({tid}, {policy}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    ok
+}
+
 pub struct StackResolver {
     map: StackTraceMap<MapData>,
     callchains: SharedCallchains,
     symbols: Symbols,
+    /// Until its first use, the table still being read; `symbols` is the
+    /// start-up's partial one meanwhile.
+    loading: Option<LoadingSymbols>,
+    /// Stacks to name as soon as the table is read (`warm` while loading).
+    deferred: Vec<i32>,
     reloaded: Option<Instant>,
     cache: HashMap<i32, Vec<String>>,
     paths: HashMap<i32, CallPath>,
@@ -65,14 +131,34 @@ pub struct StackResolver {
 
 impl Stacks for StackResolver {
     fn frames(&mut self, id: i32) -> Vec<String> {
+        self.settle();
         self.resolve(id)
     }
 
     fn call_path(&mut self, id: i32) -> CallPath {
+        self.settle();
         self.functions(id)
     }
 
+    /// The first events after attaching arrive while the table is still
+    /// being read: their stacks wait in `deferred` rather than the event
+    /// for the table. The read started before they happened, so it holds
+    /// what they name (a module loaded since is found by the re-read).
+    fn loading(&self) -> bool {
+        self.loading.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    fn warm(&mut self, id: i32) {
+        if self.loading() {
+            self.deferred.push(id);
+            return;
+        }
+        self.settle();
+        let _ = self.resolve(id);
+    }
+
     fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
+        self.settle();
         let ips: Vec<u64> = ips.iter().copied().filter(|&ip| ip != 0).collect();
         self.reload_if_unknown(&ips);
         drop_trampoline_returns(self.named_frames(&ips))
@@ -115,16 +201,37 @@ impl StackResolver {
     pub fn new(
         map: StackTraceMap<MapData>,
         symbols: Symbols,
+        loading: Option<LoadingSymbols>,
         callchains: SharedCallchains,
     ) -> Self {
         Self {
             map,
             callchains,
             symbols,
+            loading,
+            deferred: Vec::new(),
             reloaded: None,
             cache: HashMap::new(),
             paths: HashMap::new(),
             unknowable: HashSet::new(),
+        }
+    }
+
+    /// Waits for the background read, once. If it failed, frames outside
+    /// the partial table stay raw addresses until a re-read succeeds.
+    fn settle(&mut self) {
+        let Some(thread) = self.loading.take() else {
+            return;
+        };
+        match thread.join() {
+            Ok(Ok(symbols)) => self.symbols = symbols,
+            Ok(Err(e)) => log::warn!("{e:#}: stack frames are named at the next re-read"),
+            Err(_) => log::warn!(
+                "reading /proc/kallsyms failed: stack frames are named at the next re-read"
+            ),
+        }
+        for id in std::mem::take(&mut self.deferred) {
+            let _ = self.resolve(id);
         }
     }
 

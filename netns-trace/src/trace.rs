@@ -357,14 +357,6 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     // Nothing attaches by BTF from here on (the holder scan parses its
     // own, if an incident ever needs it): ~15 MB less for the session.
     prepared.aya_btf = aya::Btf::new();
-    // Only now the whole symbol table, for naming stack frames: start-up
-    // planned with the few names it needs, so the table (~8 MB) and the BTF
-    // parses are never in memory together. Read before any event, so a
-    // module loaded later is found by the usual re-read (its init code's
-    // symbols only exist while its init runs).
-    let t = Instant::now();
-    prepared.symbols = crate::read_kallsyms()?;
-    log::debug!("start-up: whole symbol table read in {:?}", t.elapsed());
     let plan = &prepared.plan;
     if !plan.hooks.iter().any(|h| h.chosen().is_some()) {
         return Err(anyhow!(
@@ -456,6 +448,15 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         eprintln!("netns-trace: dry run: every planned program loaded and passed the verifier; nothing attached");
         return Ok(ExitCode::SUCCESS);
     }
+    // Only now the whole symbol table, for naming stack frames: start-up
+    // planned with the few names it needs, so the table (~8 MB) and the BTF
+    // parses are never in memory together. Read in the background: no event
+    // needs it to be delivered, only a stack to be named (the resolver waits
+    // for it then), and the read is a third of a second under QEMU. Started
+    // before any event, so a module loaded later is found by the usual
+    // re-read (its init code's symbols only exist while its init runs).
+    let loading_symbols = crate::stacks::LoadingSymbols::spawn(crate::read_kallsyms)
+        .context("starting the thread that reads /proc/kallsyms")?;
     if let Some(path) = &opts.ready_file {
         let mut text = String::from("ready\n");
         if let Some(a) = out.metrics_addr {
@@ -473,13 +474,13 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
     let stack_map: StackTraceMap<MapData> = take(&mut ebpf, "STACKS")?;
     // One copy of the symbol table: the resolver's; the session
-    // symbolises through it.
+    // symbolises through it. Until the whole one is read, the plan's.
     let symbols = std::mem::take(&mut prepared.symbols);
     let callchains = watcher
         .as_ref()
         .map(Watcher::callchains)
         .unwrap_or_default();
-    let resolver = StackResolver::new(stack_map, symbols, callchains);
+    let resolver = StackResolver::new(stack_map, symbols, Some(loading_symbols), callchains);
     // The watchpoint fallback's perf rings (idle unless it is used).
     #[allow(deprecated)] // as for the ring buffer above
     let ring_poll = match &watcher {
@@ -496,10 +497,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     });
     session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(resolver)));
 
-    // Tasks already blocked in namespace work when we attach.
-    if task_iter.is_ok() {
-        crate::tasks::run(&mut ebpf);
-    }
+    // Tasks already blocked in namespace work when we attached: walked
+    // once the symbol table is read (their stacks' names tell them apart),
+    // so the first events do not wait for it; before the incident view at
+    // the latest.
+    let mut startup_tasks = task_iter.is_ok();
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -524,6 +526,10 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut settling = false;
     let mut interrupted = false;
     loop {
+        if startup_tasks && !session.symbols_loading() {
+            startup_tasks = false;
+            crate::tasks::run(&mut ebpf);
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting on the ring buffer")?;
@@ -555,6 +561,10 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 guard.clear_ready();
             }
             _ = &mut incident_at, if !incident_done => {
+                if std::mem::take(&mut startup_tasks) {
+                    crate::tasks::run(&mut ebpf);
+                    drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+                }
                 out.write(&session.incident(ktime_now()))?;
                 incident_done = true;
             }
@@ -830,6 +840,11 @@ fn drain(
         };
         if let Some(rec) = rec {
             out.write_buffered(&rec)?;
+            // Right after attaching, the next event may wait for the symbol
+            // table (a stack or caller to name): what is ready goes out now.
+            if session.symbols_loading() {
+                out.flush()?;
+            }
         }
     }
     out.flush()
