@@ -49,10 +49,33 @@ pub struct BenchArgs {
     /// (`cargo bench -p netns-trace --bench loader`).
     #[arg(long, conflicts_with_all = ["write", "tracer"])]
     loader: bool,
+    /// The guest's clock: `instructions` (QEMU `-icount shift=0,sleep=off`:
+    /// a nanosecond of guest time per executed instruction, idle time
+    /// skipped; rates and times count the guest's work, free of the host's
+    /// load and of how costly TCG makes some instructions) or `host` (the
+    /// emulated guest on the host's clock: wall time of the emulation).
+    #[arg(long, value_enum, default_value_t = Clock::Instructions)]
+    clock: Clock,
     /// Write the results to this Markdown file (e.g. docs/performance.md):
     /// the command, the kernel and the tables of this run.
     #[arg(long, value_name = "FILE")]
     write: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clock {
+    Instructions,
+    Host,
+}
+
+impl Clock {
+    /// QEMU's `-icount` argument for this clock.
+    fn icount(self) -> Option<String> {
+        match self {
+            Clock::Instructions => Some("shift=0,sleep=off".into()),
+            Clock::Host => None,
+        }
+    }
 }
 
 /// Debian's bpftrace on the build machine (installed by `cargo xtask setup`).
@@ -116,6 +139,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             smp: 1,
             total: Duration::from_secs(3600),
             stall: Duration::from_secs(600),
+            icount: a.clock.icount(),
         };
         let serial = vm::boot_with(&k, &cpio, "bench", &boot)?;
         let parsed = crate::vm_assert::parse_sections(&serial);

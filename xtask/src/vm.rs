@@ -548,6 +548,9 @@ pub struct BootOpts {
     pub total: Duration,
     /// ...or after this long without output.
     pub stall: Duration,
+    /// QEMU's `-icount` value: the guest clock counts executed instructions
+    /// instead of following the host's (None: the host's clock).
+    pub icount: Option<String>,
 }
 
 impl Default for BootOpts {
@@ -557,6 +560,7 @@ impl Default for BootOpts {
             smp: 2,
             total: TOTAL,
             stall: STALL,
+            icount: None,
         }
     }
 }
@@ -580,7 +584,11 @@ pub fn boot_with(k: &Kernel, cpio: &Path, scenario: &str, o: &BootOpts) -> Resul
         k.abi,
         log_path.display()
     );
-    let mut child = Command::new("qemu-system-x86_64")
+    let mut qemu = Command::new("qemu-system-x86_64");
+    if let Some(icount) = &o.icount {
+        qemu.args(["-icount", icount]);
+    }
+    let mut child = qemu
         .args(["-accel", "tcg", "-cpu", "max"])
         .args(["-m", &o.mem_mb.to_string(), "-smp", &o.smp.to_string()])
         .args(["-nographic", "-no-reboot", "-kernel"])
