@@ -283,10 +283,7 @@ fn traced_round(
         let first = t.spawned.elapsed();
         push(&mut out["attach"]["ready_ms"], json!(ms(t.ready)));
         push(&mut out["attach"]["first_event_ms"], json!(ms(first)));
-        // The loops measure tracing, not start-up (item 3 above): they wait
-        // for the tracer's last start-up step, the symbol table it reads in
-        // the background at idle priority after delivering events.
-        wait_thread_gone(t.child.id(), "kallsyms", timeout)?;
+        t.started_up(timeout)?;
         // TCP first, as in the untraced round.
         push(
             &mut out["tcp"]["traced"],
@@ -326,6 +323,7 @@ fn traced_round(
 
 fn exact_round(a: &BenchArgs, out: &mut Value, timeout: Duration) -> Result<(), String> {
     let t = Tracer::start(&a.tracer, &["--exact"], timeout)?;
+    t.started_up(timeout)?;
     let shared = t.shared.clone();
     let mut armed = false;
     let rate = tcp(a.tcp_count, |ino| {
@@ -351,6 +349,7 @@ fn ramp_step(a: &BenchArgs, step: &str, timeout: Duration) -> Result<Value, Stri
         None => (1, Some(step.parse::<f64>().map_err(|e| e.to_string())?)),
     };
     let t = Tracer::start(&a.tracer, &[], timeout)?;
+    t.started_up(timeout)?;
     let churned = churn(lanes, per_min, Until::For(Duration::from_secs(a.ramp_secs)));
     let s = t.stop();
     let (n, secs) = churned?;
@@ -376,6 +375,7 @@ fn ramp_step(a: &BenchArgs, step: &str, timeout: Duration) -> Result<Value, Stri
 /// --perf a flat profile of the loader (cpu-clock samples: TCG has no PMU).
 fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     let t = Tracer::start(&a.tracer, &["--bpf-stats"], timeout)?;
+    t.started_up(timeout)?;
     let data = "/tmp/nt-perf.data";
     let perf = match &a.perf {
         Some(bin) => Some(start_perf(bin, PerfTarget::Pid(t.child.id()), data)?),
@@ -433,6 +433,9 @@ fn tcp_sampled(a: &BenchArgs, bin: &str, traced: bool, timeout: Duration) -> Res
         true => Some(Tracer::start(&a.tracer, &[], timeout)?),
         false => None,
     };
+    if let Some(t) = &tracer {
+        t.started_up(timeout)?;
+    }
     let data = "/tmp/nt-perf-tcp.data";
     let perf = start_perf(bin, PerfTarget::All, data)?;
     let rate = tcp(a.tcp_count, |_| true);
@@ -676,6 +679,14 @@ struct Stopped {
 }
 
 impl Tracer {
+    /// Waits for the tracer's last start-up step, the symbol table it reads
+    /// in the background at idle priority once events flow: every measured
+    /// loop starts after it, so the loops measure tracing and start-up is
+    /// measured apart (item 3).
+    fn started_up(&self, timeout: Duration) -> Result<(), String> {
+        wait_thread_gone(self.child.id(), "kallsyms", timeout)
+    }
+
     fn start(cmd: &[String], extra: &[&str], timeout: Duration) -> Result<Tracer, String> {
         let ready_path = super::ready_file(cmd);
         let _ = std::fs::remove_file(&ready_path);
