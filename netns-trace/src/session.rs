@@ -124,6 +124,9 @@ pub struct Session {
     scan_wanted: bool,
     /// Blocked tasks last seen, by pid (for the incident view).
     blocked: HashMap<u32, BlockedRec>,
+    /// Tasks walked while the symbol table was still being read: named
+    /// (and so classified) once it is there (`named_blocked`).
+    unnamed_blocked: Vec<netns_trace_common::BlockedTask>,
 }
 
 /// Seconds between a task's last run (`se.exec_start`) and "now" on the
@@ -158,6 +161,7 @@ impl Session {
             resolver: None,
             scan_wanted: false,
             blocked: HashMap::new(),
+            unnamed_blocked: Vec::new(),
             cfg,
             scope,
             namespaces: IdMap::default(),
@@ -209,6 +213,39 @@ impl Session {
             report.over,
             report.complete,
         )
+    }
+
+    /// The tasks walked while the symbol table was read, named now (waiting
+    /// for the table if `wait`, else only once it is there).
+    pub fn named_blocked(&mut self, wait: bool) -> Vec<Record> {
+        if self.unnamed_blocked.is_empty() || (!wait && self.symbols_loading()) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.unnamed_blocked)
+            .into_iter()
+            .filter_map(|t| self.blocked_task(t))
+            .collect()
+    }
+
+    fn blocked_task(&mut self, t: netns_trace_common::BlockedTask) -> Option<Record> {
+        let ips = &t.ips[..(t.nr as usize).min(t.ips.len())];
+        let stack = match &mut self.resolver {
+            Some(r) => r.0.symbolize(ips),
+            None => Vec::new(),
+        };
+        let reason = crate::blocked::classify(&stack)?;
+        let blocked_s = blocked_seconds(t.last_ran_ns, t.seen_sched_ns);
+        let rec = BlockedRec {
+            time_ns: self.rel(t.hdr.ts_ns),
+            pid: t.hdr.pid,
+            tgid: t.hdr.tgid,
+            comm: comm(&t.hdr),
+            reason,
+            blocked_s,
+            stack,
+        };
+        self.blocked.insert(rec.pid, rec.clone());
+        Some(Record::Blocked(rec))
     }
 
     /// The resolver is still reading its symbol table: a record that names
@@ -723,24 +760,11 @@ impl Session {
             // here was not armed.
             Event::WatchTarget(_) => None,
             Event::BlockedTask(t) => {
-                let ips = &t.ips[..(t.nr as usize).min(t.ips.len())];
-                let stack = match &mut self.resolver {
-                    Some(r) => r.0.symbolize(ips),
-                    None => Vec::new(),
-                };
-                let reason = crate::blocked::classify(&stack)?;
-                let blocked_s = blocked_seconds(t.last_ran_ns, t.seen_sched_ns);
-                let rec = BlockedRec {
-                    time_ns: self.rel(t.hdr.ts_ns),
-                    pid: t.hdr.pid,
-                    tgid: t.hdr.tgid,
-                    comm: comm(&t.hdr),
-                    reason,
-                    blocked_s,
-                    stack,
-                };
-                self.blocked.insert(rec.pid, rec.clone());
-                Some(Record::Blocked(rec))
+                if self.symbols_loading() {
+                    self.unnamed_blocked.push(*t);
+                    return None;
+                }
+                self.blocked_task(*t)
             }
             Event::WatchDone(d) => {
                 // Freed: the loader closed the watchpoints. Only a device
@@ -1009,6 +1033,8 @@ mod tests {
     struct StillLoading {
         frames: std::rc::Rc<std::cell::Cell<u32>>,
         warmed: std::rc::Rc<std::cell::Cell<u32>>,
+        /// Set: the table is in.
+        loaded: std::rc::Rc<std::cell::Cell<bool>>,
     }
 
     impl Stacks for StillLoading {
@@ -1019,15 +1045,50 @@ mod tests {
         fn call_path(&mut self, _id: i32) -> CallPath {
             CallPath::from([])
         }
-        fn symbolize(&mut self, _ips: &[u64]) -> Vec<String> {
-            Vec::new()
+        fn symbolize(&mut self, ips: &[u64]) -> Vec<String> {
+            // Naming waits for the table.
+            self.loaded.set(true);
+            ips.iter()
+                .map(|_| "netdev_run_todo+0x2f".to_string())
+                .collect()
         }
         fn warm(&mut self, _id: i32) {
             self.warmed.set(self.warmed.get() + 1);
         }
         fn loading(&self) -> bool {
-            true
+            !self.loaded.get()
         }
+    }
+
+    #[test]
+    fn tasks_walked_while_the_table_loads_are_named_once_it_is_in() {
+        let mut s = session(vec![], vec![]);
+        let r = StillLoading::default();
+        let loaded = r.loaded.clone();
+        s.set_stack_resolver(StackResolver(Box::new(r)));
+        let mut t = netns_trace_common::BlockedTask {
+            hdr: hdr(kind::BLOCKED_TASK, T0 + S, 31, "kworker/u8:1"),
+            state: 2,
+            nr: 1,
+            last_ran_ns: 5 * S,
+            seen_sched_ns: 5 * S + S / 10,
+            ips: [0; netns_trace_common::BLOCKED_FRAMES],
+        };
+        t.ips[0] = 0xffffffff81001a2f;
+        assert_eq!(s.on_event(Event::BlockedTask(Box::new(t))), None);
+        // Still loading: not named unless asked to wait.
+        assert!(s.named_blocked(false).is_empty());
+        let recs = s.named_blocked(true);
+        assert!(loaded.get());
+        assert_eq!(recs.len(), 1);
+        let line = json_line(&recs[0]);
+        assert!(
+            line.contains(r#""pid":31"#) && line.contains("netdev_run_todo"),
+            "{line}"
+        );
+        assert!(s.named_blocked(true).is_empty());
+        // Once the table is in, a walked task is named at once.
+        assert!(s.on_event(Event::BlockedTask(Box::new(t))).is_some());
     }
 
     #[test]

@@ -467,8 +467,6 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     }
 
     let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
-    // The first event after start wakes the reader (see reader_idle).
-    reader_idle(&mut modes);
     let stats: PerCpuArray<MapData, u64> = take(&mut ebpf, "STATS")?;
     #[allow(deprecated)] // AsyncFd::register is not in the pinned tokio API we use
     let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
@@ -497,11 +495,18 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     });
     session.set_stack_resolver(netns_trace::session::StackResolver(Box::new(resolver)));
 
-    // Tasks already blocked in namespace work when we attached: walked
-    // once the symbol table is read (their stacks' names tell them apart),
-    // so the first events do not wait for it; before the incident view at
-    // the latest.
-    let mut startup_tasks = task_iter.is_ok();
+    // Tasks already blocked in namespace work when we attach: walked now
+    // (the teardown worker may be released a moment later); the session
+    // names and classifies them once the symbol table is read, so the
+    // first events do not wait for it, and before the incident view at the
+    // latest.
+    if task_iter.is_ok() {
+        crate::tasks::run(&mut ebpf);
+    }
+    // The first event after start wakes the reader (see reader_idle). Set
+    // after the walk: its records (kept unnamed while the table loads)
+    // would take the wakeup and leave the first real event to wait a poll.
+    reader_idle(&mut modes);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -526,9 +531,8 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut settling = false;
     let mut interrupted = false;
     loop {
-        if startup_tasks && !session.symbols_loading() {
-            startup_tasks = false;
-            crate::tasks::run(&mut ebpf);
+        for rec in session.named_blocked(false) {
+            out.write(&rec)?;
         }
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -561,9 +565,9 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
                 guard.clear_ready();
             }
             _ = &mut incident_at, if !incident_done => {
-                if std::mem::take(&mut startup_tasks) {
-                    crate::tasks::run(&mut ebpf);
-                    drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+                drain(ring.get_mut(), &mut session, &mut watcher, &mut out)?;
+                for rec in session.named_blocked(true) {
+                    out.write(&rec)?;
                 }
                 out.write(&session.incident(ktime_now()))?;
                 incident_done = true;
@@ -795,8 +799,12 @@ fn service(
         crate::tasks::run(ebpf);
     }
     // The finds are in the ring now: take them in and report the stuck
-    // devices with them at once.
+    // devices with them at once; blocked tasks named now, even if that
+    // means waiting for the symbol table.
     drain(ring, session, watcher, out)?;
+    for rec in session.named_blocked(true) {
+        out.write(&rec)?;
+    }
     if *incident_done {
         for rec in session.refresh(ktime_now()) {
             out.write(&rec)?;
