@@ -855,14 +855,20 @@ fn main_thread_cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Waits until process `pid` has no thread named `comm` (checked every
-/// 10 ms: threads exiting give no event to wait on).
+/// 10 ms: threads exiting give no event to wait on). A thread names itself
+/// once it runs: until then it carries the process's name, so any thread
+/// but the main one that still does counts as the one awaited too.
 fn wait_thread_gone(pid: u32, comm: &str, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
+    let read =
+        |path: std::path::PathBuf| std::fs::read_to_string(path).map(|c| c.trim().to_string());
     let present = || -> bool {
+        let main = read(format!("/proc/{pid}/comm").into()).unwrap_or_default();
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|dir| {
                 dir.flatten().any(|t| {
-                    std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == comm)
+                    let unnamed = t.file_name() != pid.to_string().as_str();
+                    read(t.path().join("comm")).is_ok_and(|c| c == comm || (unnamed && c == main))
                 })
             })
             .unwrap_or(false)
@@ -1017,10 +1023,15 @@ mod tests {
     fn waits_for_a_named_thread_to_exit_and_no_longer() {
         let pid = std::process::id();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (up, running) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::Builder::new()
             .name("nt-wait-test".into())
-            .spawn(move || rx.recv())
+            .spawn(move || {
+                let _ = up.send(());
+                rx.recv()
+            })
             .unwrap();
+        running.recv().unwrap();
         let short = Duration::from_millis(50);
         assert!(wait_thread_gone(pid, "nt-wait-test", short)
             .unwrap_err()
