@@ -760,7 +760,9 @@ impl Session {
             // here was not armed.
             Event::WatchTarget(_) => None,
             Event::BlockedTask(t) => {
-                if self.symbols_loading() {
+                // Behind older unnamed ones too: named out of order, an old
+                // snapshot of a task would replace its newer one.
+                if self.symbols_loading() || !self.unnamed_blocked.is_empty() {
                     self.unnamed_blocked.push(*t);
                     return None;
                 }
@@ -1087,8 +1089,12 @@ mod tests {
             "{line}"
         );
         assert!(s.named_blocked(true).is_empty());
-        // Once the table is in, a walked task is named at once.
+        // Once the table is in, a walked task is named at once...
         assert!(s.on_event(Event::BlockedTask(Box::new(t))).is_some());
+        // ...unless older ones still wait: they come first.
+        s.unnamed_blocked.push(t);
+        assert_eq!(s.on_event(Event::BlockedTask(Box::new(t))), None);
+        assert_eq!(s.named_blocked(false).len(), 2);
     }
 
     #[test]

@@ -140,14 +140,14 @@ impl Stacks for StackResolver {
         self.functions(id)
     }
 
-    /// The first events after attaching arrive while the table is still
-    /// being read: their stacks wait in `deferred` rather than the event
-    /// for the table. The read started before they happened, so it holds
-    /// what they name (a module loaded since is found by the re-read).
     fn loading(&self) -> bool {
         self.loading.as_ref().is_some_and(|t| !t.is_finished())
     }
 
+    /// The first events after attaching arrive while the table is still
+    /// being read: their stacks wait in `deferred` rather than the event
+    /// for the table. The read started before they happened, so it holds
+    /// what they name (a module loaded since is found by the re-read).
     fn warm(&mut self, id: i32) {
         if self.loading() {
             self.deferred.push(id);
