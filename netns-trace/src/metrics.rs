@@ -332,6 +332,7 @@ mod tests {
             ifindex: 1,
             refcnt: count,
             usage_count: count,
+            usage_count_at: None,
             waiting_ns: S,
             wait_since: "run_todo",
             dev,

@@ -234,6 +234,11 @@ pub struct DevWaitRec {
     pub refcnt: i32,
     /// Same number as `refcnt`, under the name the kernel message uses.
     pub usage_count: i32,
+    /// When the kernel read `usage_count`, if earlier than `time`: a
+    /// report repeated between two polls of the wait loop (after a holder
+    /// scan, or in the incident view) carries the last reading.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_secs3")]
+    pub usage_count_at: Option<u64>,
     #[serde(rename = "waiting_s", serialize_with = "secs2")]
     pub waiting_ns: u64,
     /// "run_todo" (exact) or "first_seen" (a lower bound).
@@ -1089,8 +1094,13 @@ pub fn human(rec: &Record) -> String {
             } else {
                 ">="
             };
+            // A repeated report: the count is as old as its reading.
+            let read = r
+                .usage_count_at
+                .map(|t| format!(" (read at {:.3})", t as f64 / 1e9))
+                .unwrap_or_default();
             let d = format!(
-                "{} ifindex={} usage_count={} waiting{op}{:.1}s{}",
+                "{} ifindex={} usage_count={}{read} waiting{op}{:.1}s{}",
                 escape(&r.device),
                 r.ifindex,
                 r.usage_count,
@@ -1514,6 +1524,7 @@ mod tests {
             ifindex: 1,
             refcnt: 2,
             usage_count: 2,
+            usage_count_at: None,
             waiting_ns: 3_004_000_000,
             wait_since: "run_todo",
             dev: 0xffff888003f00000,
@@ -1805,6 +1816,11 @@ mod tests {
         d.device = "ev\x1b[2Jil".into();
         assert!(human(&Record::DevWait(d))
             .contains(" ev\\x1b[2Jil ifindex=1 usage_count=2 waiting>=3.0s"));
+        let Record::DevWait(mut d) = dev_wait() else {
+            unreachable!()
+        };
+        d.usage_count_at = Some(14_500_000_000);
+        assert!(human(&Record::DevWait(d)).contains(" usage_count=2 (read at 14.500) waiting=3.0s"));
         let Record::NetnsCreate(mut c) = create() else {
             unreachable!()
         };

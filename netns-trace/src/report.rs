@@ -613,6 +613,7 @@ mod tests {
             ifindex: 1,
             refcnt: count,
             usage_count: count,
+            usage_count_at: None,
             waiting_ns: waiting,
             wait_since: "run_todo",
             dev: 0xffff888003f00000,

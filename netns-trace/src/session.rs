@@ -419,17 +419,104 @@ impl Session {
 
     /// Reports every waiting device again, now, with what the ledger knows
     /// (after a scan added holders), without waiting for the kernel's next
-    /// poll of the wait loop.
+    /// poll of the wait loop. The usage count is the kernel's last
+    /// reading, said as such (`usage_count_at`); the ledgers are current.
     pub fn refresh(&mut self, now_ktime_ns: u64) -> Vec<Record> {
         let mut lasts: Vec<DevWait> = self.devices.values().map(|d| d.last).collect();
         lasts.sort_by_key(|e| e.dev);
         lasts
             .into_iter()
             .filter_map(|mut e| {
-                e.hdr.ts_ns = now_ktime_ns.max(e.hdr.ts_ns);
-                self.on_event(Event::DevWait(e))
+                let read = e.hdr.ts_ns;
+                e.hdr.ts_ns = now_ktime_ns.max(read);
+                self.dev_wait(e, Some(read))
             })
             .collect()
+    }
+
+    /// One wait-loop report of `e.dev`. `replayed`: the kernel's reading
+    /// is not new but repeated by [`Session::refresh`], at the time given
+    /// (ktime ns) of the report it comes from: its count is not compared
+    /// with the ledger again (the ledger may have moved since) and the
+    /// record says when the kernel read it.
+    fn dev_wait(&mut self, e: DevWait, replayed: Option<u64>) -> Option<Record> {
+        if !self.in_scope(e.inum) {
+            return None;
+        }
+        let exact = e.flags & dev_wait_flags::RUN_TODO_SEEN != 0 && e.wait_start_ns != 0;
+        let since = if exact {
+            e.wait_start_ns
+        } else {
+            e.first_seen_ns
+        };
+        let name = cstr_lossy(&e.name);
+        // On release the count is back at the baseline: whatever
+        // the ledger still lists cannot be holding (reported as
+        // none; the ledger then drops it as stale).
+        let (holders, attributed, unattributed, over, complete) = self.holders(e.dev, e.refcnt);
+        let released = e.flags & dev_wait_flags::RELEASED != 0;
+        // The kernel's own sum checks the watchpoints' count.
+        let kernel = i64::from(e.refcnt) - i64::from(self.cfg.baseline);
+        if replayed.is_none() {
+            self.exact.check_kernel(e.dev, kernel, released);
+        }
+        let exact_rec = self.exact_report(e.dev);
+        let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
+        let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
+        // First sighting of a stuck device: its older holders can
+        // only be found by walking kernel tables.
+        if !self.devices.contains_key(&e.dev) && !released {
+            self.scan_wanted = true;
+        }
+        let rec = DevWaitRec {
+            holders,
+            attributed,
+            unattributed,
+            over,
+            complete,
+            exact: exact_rec,
+            container: Container::Off,
+            block,
+            baseline: self.cfg.baseline,
+            time_ns: self.rel(e.hdr.ts_ns),
+            netns: e.inum,
+            device: name.clone(),
+            ifindex: e.ifindex,
+            refcnt: e.refcnt,
+            usage_count: e.refcnt,
+            usage_count_at: replayed.map(|t| self.rel(t)),
+            waiting_ns: e.hdr.ts_ns.saturating_sub(since),
+            wait_since: if exact { "run_todo" } else { "first_seen" },
+            dev: e.dev,
+            pid: e.hdr.pid,
+            comm: comm(&e.hdr),
+        };
+        if released {
+            // The last reference outside the device itself is gone.
+            self.devices.remove(&e.dev);
+            self.ledger.on_device_freed(e.dev);
+            return Some(Record::DevReleased(rec));
+        }
+        self.devices.insert(
+            e.dev,
+            Device {
+                name,
+                netns: e.inum,
+                refcnt: e.refcnt,
+                since_ns: since,
+                pid: e.hdr.pid,
+                shown: ids,
+                // A replay keeps the time of the kernel's reading.
+                last: DevWait {
+                    hdr: Header {
+                        ts_ns: replayed.unwrap_or(e.hdr.ts_ns),
+                        ..e.hdr
+                    },
+                    ..e
+                },
+            },
+        );
+        Some(Record::DevWait(rec))
     }
 
     /// The incident view: every stuck device reported afresh (holders
@@ -686,76 +773,7 @@ impl Session {
                     comm: comm(&e.hdr),
                 }))
             }
-            Event::DevWait(e) => {
-                if !self.in_scope(e.inum) {
-                    return None;
-                }
-                let exact = e.flags & dev_wait_flags::RUN_TODO_SEEN != 0 && e.wait_start_ns != 0;
-                let since = if exact {
-                    e.wait_start_ns
-                } else {
-                    e.first_seen_ns
-                };
-                let name = cstr_lossy(&e.name);
-                // On release the count is back at the baseline: whatever
-                // the ledger still lists cannot be holding (reported as
-                // none; the ledger then drops it as stale).
-                let (holders, attributed, unattributed, over, complete) =
-                    self.holders(e.dev, e.refcnt);
-                let released = e.flags & dev_wait_flags::RELEASED != 0;
-                // The kernel's own sum checks the watchpoints' count.
-                let kernel = i64::from(e.refcnt) - i64::from(self.cfg.baseline);
-                self.exact.check_kernel(e.dev, kernel, released);
-                let exact_rec = self.exact_report(e.dev);
-                let ids: Vec<u64> = holders.iter().map(|h| h.obj).collect();
-                let block = self.devices.get(&e.dev).is_none_or(|d| d.shown != ids);
-                // First sighting of a stuck device: its older holders can
-                // only be found by walking kernel tables.
-                if !self.devices.contains_key(&e.dev) && !released {
-                    self.scan_wanted = true;
-                }
-                let rec = DevWaitRec {
-                    holders,
-                    attributed,
-                    unattributed,
-                    over,
-                    complete,
-                    exact: exact_rec,
-                    container: Container::Off,
-                    block,
-                    baseline: self.cfg.baseline,
-                    time_ns: self.rel(e.hdr.ts_ns),
-                    netns: e.inum,
-                    device: name.clone(),
-                    ifindex: e.ifindex,
-                    refcnt: e.refcnt,
-                    usage_count: e.refcnt,
-                    waiting_ns: e.hdr.ts_ns.saturating_sub(since),
-                    wait_since: if exact { "run_todo" } else { "first_seen" },
-                    dev: e.dev,
-                    pid: e.hdr.pid,
-                    comm: comm(&e.hdr),
-                };
-                if released {
-                    // The last reference outside the device itself is gone.
-                    self.devices.remove(&e.dev);
-                    self.ledger.on_device_freed(e.dev);
-                    return Some(Record::DevReleased(rec));
-                }
-                self.devices.insert(
-                    e.dev,
-                    Device {
-                        name,
-                        netns: e.inum,
-                        refcnt: e.refcnt,
-                        since_ns: since,
-                        pid: e.hdr.pid,
-                        shown: ids,
-                        last: e,
-                    },
-                );
-                Some(Record::DevWait(rec))
-            }
+            Event::DevWait(e) => self.dev_wait(e, None),
             // Arming is the loader's (on_watch_armed); a target reaching
             // here was not armed.
             Event::WatchTarget(_) => None,
@@ -1255,10 +1273,9 @@ mod tests {
         })
     }
 
-    #[test]
-    fn ref_tracker_counts_a_new_lo_into_dev_wait() {
-        let mut s = session(vec![], vec![]);
-        let start = TrackerStart {
+    /// lo of netns 11 created at 1 s, counted through ref_tracker.
+    fn lo_counted_by_ref_tracker() -> Event {
+        Event::TrackerStart(TrackerStart {
             hdr: hdr(kind::TRACKER_START, S, 812, "dockerd"),
             dev: 0xffff888003f00000,
             inum: 11,
@@ -1266,8 +1283,13 @@ mod tests {
             name: c("lo"),
             no_tracker: 1,
             _pad: 0,
-        };
-        let r = s.on_event(Event::TrackerStart(start)).unwrap();
+        })
+    }
+
+    #[test]
+    fn ref_tracker_counts_a_new_lo_into_dev_wait() {
+        let mut s = session(vec![], vec![]);
+        let r = s.on_event(lo_counted_by_ref_tracker()).unwrap();
         assert_eq!(
             json_line(&r),
             r#"{"type":"watch","time":1.0,"netns":11,"device":"lo","dev":"0xffff888003f00000","source":"ref_tracker","state":"armed","cpus":0,"pre_arm":1,"via":"bpf"}"#
@@ -1299,6 +1321,38 @@ mod tests {
         let r = s.on_event(tracker(7 * S, tracker_op::EXIT, 0, 1)).unwrap();
         assert!(json_line(&r).contains(r#""source":"ref_tracker","state":"disarmed""#));
         assert!(s.on_event(tracker(8 * S, tracker_op::EXIT, 0, 1)).is_none());
+    }
+
+    #[test]
+    fn a_refreshed_report_gives_the_time_of_the_kernels_reading() {
+        let mut s = session(vec![], vec![]);
+        s.on_event(lo_counted_by_ref_tracker());
+        s.on_event(tracker(2 * S, tracker_op::ALLOC, 0, 1));
+        s.on_event(tracker(3 * S, tracker_op::FREE, 0xffff888003f00f00, 2));
+        s.on_event(dev_wait(4 * S, 11, 2, 0, 4 * S, 0));
+        // The hold is put between two polls of the wait loop.
+        s.on_event(tracker(5 * S, tracker_op::FREE, 0, 2));
+        for now in [6 * S, 7 * S] {
+            let [Record::DevWait(d)] = &s.refresh(now)[..] else {
+                panic!()
+            };
+            let x = d.exact.as_ref().unwrap();
+            assert_eq!(
+                (d.usage_count, d.usage_count_at, x.outstanding),
+                (2, Some(4 * S), Some(0))
+            );
+            assert_eq!(x.kernel_disagrees, None);
+            assert!(json_line(&Record::DevWait(d.clone())).contains(r#""usage_count_at":4.0,"#));
+        }
+        // The repeats were no readings: only two real ones that disagree
+        // alike flag the ledger.
+        for (t, said) in [(8 * S, None), (9 * S, Some(1))] {
+            let Record::DevWait(d) = s.on_event(dev_wait(t, 11, 2, 0, 4 * S, 0)).unwrap() else {
+                panic!()
+            };
+            assert_eq!(d.usage_count_at, None);
+            assert_eq!(d.exact.unwrap().kernel_disagrees, said);
+        }
     }
 
     #[test]

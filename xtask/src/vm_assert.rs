@@ -416,7 +416,8 @@ pub fn check_exact_fallback(run: &Run) -> Result<String, String> {
 /// every report of lo but its first dev_wait (one disagreement may be a hit
 /// still on its way) either matches the kernel's usage count or carries
 /// `kernel_disagrees` with the kernel's count, and its release says 0
-/// outstanding or disagrees likewise.
+/// outstanding or disagrees likewise. A report repeated between two polls
+/// (`usage_count_at`: after a holder scan) holds no new reading to compare.
 pub fn check_exact_two(run: &Run) -> Result<String, String> {
     run.driver_errors()?;
     check_kernel_clean(&run.dmesg)?;
@@ -428,6 +429,7 @@ pub fn check_exact_two(run: &Run) -> Result<String, String> {
             .filter(|v| v["type"] == "dev_wait" || v["type"] == "dev_released")
             .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
             .filter(|v| v["exact"]["outstanding"].is_i64())
+            .filter(|v| v["usage_count_at"].is_null())
             .collect();
         let released = reports
             .iter()
@@ -1702,6 +1704,28 @@ mod tests {
         err(two_run(&silent, &good), "driver: dev_released at 1.0");
         // A tracer that never reported the release.
         err(two_run(&good, &[]), "second: no dev_released");
+        // The hold put between the kernel's reading and a repeat of it.
+        let mut repeated = two_lines(&[("dev_wait", 2, 1, None), ("dev_wait", 2, 0, None)]);
+        repeated[1] = repeated[1].replace(
+            r#""usage_count":2"#,
+            r#""usage_count":2,"usage_count_at":0.0"#,
+        );
+        repeated.extend(two_lines(&[("dev_released", 1, 0, None)]));
+        assert_eq!(
+            two_run(&good, &repeated).unwrap(),
+            "lo of netns 20: driver exact, second exact"
+        );
+        err(
+            two_run(
+                &good,
+                &two_lines(&[
+                    ("dev_wait", 2, 1, None),
+                    ("dev_wait", 2, 0, None),
+                    ("dev_released", 1, 0, None),
+                ]),
+            ),
+            "second: dev_wait at 1.0 counts Some(0) but the kernel 1",
+        );
     }
 
     #[test]
