@@ -58,12 +58,59 @@ pub fn is_cold_only(name: &str) -> bool {
     name.ends_with(".cold") || name.contains(".cold.")
 }
 
+/// The names a partial read keeps ([`Symbols::read_only`]), with their
+/// compiler clones (`foo.isra.0` for `foo`). Nearly every line of
+/// kallsyms is rejected by a table look-up of its first byte and length
+/// before any string is compared.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    names: std::collections::HashSet<Vec<u8>>,
+    /// By first byte: the lengths (bit `len.min(127)`) of wanted names.
+    lengths: Vec<u128>,
+}
+
+impl Wanted {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut w = Wanted {
+            names: Default::default(),
+            lengths: vec![0; 256],
+        };
+        for n in names.into_iter().filter(|n| !n.is_empty()) {
+            w.lengths[usize::from(n.as_bytes()[0])] |= Self::bit(n.len());
+            w.names.insert(n.as_bytes().to_vec());
+        }
+        w
+    }
+
+    fn bit(len: usize) -> u128 {
+        1 << len.min(127)
+    }
+
+    /// `name` is wanted, or a clone of a wanted name.
+    pub fn keeps(&self, name: &[u8]) -> bool {
+        let Some(&first) = name.first() else {
+            return false;
+        };
+        let base_len = name.iter().position(|&b| b == b'.').unwrap_or(name.len());
+        let lens = self.lengths[usize::from(first)];
+        if lens & (Self::bit(name.len()) | Self::bit(base_len)) == 0 {
+            return false;
+        }
+        if self.names.contains(name) {
+            return true;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            return false;
+        };
+        clone_base(name).is_some_and(|b| self.names.contains(b.as_bytes()))
+    }
+}
+
 /// Symbols as they are read, before sorting and indexing.
 #[derive(Default)]
 struct Builder<'f> {
-    /// Keep only symbols this accepts (by name); every line still counts
-    /// for `any_nonzero`.
-    keep: Option<&'f dyn Fn(&str) -> bool>,
+    /// Keep only these symbols; every line still counts for `any_nonzero`.
+    keep: Option<&'f Wanted>,
     syms: Vec<Sym>,
     names: Arena,
     modules: Vec<String>,
@@ -71,22 +118,67 @@ struct Builder<'f> {
     any_nonzero: bool,
 }
 
+/// The fields of one kallsyms line, `ffffffff81000000 T _stext` or
+/// `ffffffffc0a01000 t foo\t[mod]`, split on ASCII whitespace without
+/// decoding any text: the kernel writes ~150,000 of them and the loader
+/// waits for them at start-up.
+struct Fields<'a> {
+    addr: &'a [u8],
+    ty: &'a [u8],
+    name: &'a [u8],
+    module: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    fn split(line: &'a [u8]) -> Option<Self> {
+        let mut it = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|t| !t.is_empty());
+        Some(Fields {
+            addr: it.next()?,
+            ty: it.next()?,
+            name: it.next()?,
+            module: it.next(),
+        })
+    }
+}
+
+/// An address in hex digits, as kallsyms writes it (no prefix).
+fn hex(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc << 4 | u64::from(v))
+    })
+}
+
 impl Builder<'_> {
-    /// `ffffffff81000000 T _stext` or `ffffffffc0a01000 t foo\t[mod]`;
-    /// malformed lines are skipped.
-    fn line(&mut self, line: &str) {
-        let mut it = line.split_whitespace();
-        let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
+    /// One line; malformed ones are skipped.
+    fn line(&mut self, line: &[u8]) {
+        let Some(Fields {
+            addr,
+            ty,
+            name,
+            module,
+        }) = Fields::split(line)
+        else {
             return;
         };
-        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+        // A line left out still says whether addresses are hidden; after
+        // the first non-zero one nothing else needs it.
+        if self.keep.is_some_and(|w| !w.keeps(name)) {
+            if !self.any_nonzero && hex(addr).is_some_and(|a| a != 0) {
+                self.any_nonzero = true;
+            }
+            return;
+        }
+        let (Some(addr), Ok(name)) = (hex(addr), std::str::from_utf8(name)) else {
             return;
         };
         self.any_nonzero |= addr != 0;
-        if self.keep.is_some_and(|keep| !keep(name)) {
-            return;
-        }
-        let module = match it.next() {
+        let module = match module.and_then(|m| std::str::from_utf8(m).ok()) {
             None => NO_MODULE,
             Some(m) => self.module_id(m.trim_start_matches('[').trim_end_matches(']')),
         };
@@ -95,7 +187,7 @@ impl Builder<'_> {
             addr,
             name,
             module,
-            text: matches!(ty, "t" | "T" | "w" | "W"),
+            text: matches!(ty, b"t" | b"T" | b"w" | b"W"),
         });
     }
 
@@ -158,7 +250,7 @@ impl Symbols {
     /// `ffffffffc0a01000 t foo\t[mod]`. Malformed lines are skipped.
     pub fn parse(text: &str) -> Self {
         let mut b = Builder::default();
-        text.lines().for_each(|l| b.line(l));
+        text.lines().for_each(|l| b.line(l.as_bytes()));
         b.finish()
     }
 
@@ -168,25 +260,52 @@ impl Symbols {
         Self::read_with(r, Builder::default())
     }
 
-    /// Like [`Symbols::read`], keeping only the symbols `keep` accepts: a
-    /// few kilobytes to plan the attach with, where the whole table is
-    /// ~8 MB. Addresses do not resolve in it ([`Symbols::lookup`] is None).
-    pub fn read_only(r: impl BufRead, keep: &dyn Fn(&str) -> bool) -> std::io::Result<Self> {
+    /// Like [`Symbols::read`], keeping only the `wanted` symbols: a few
+    /// kilobytes to plan the attach with, where the whole table is ~8 MB.
+    /// Addresses do not resolve in it ([`Symbols::lookup`] is None).
+    pub fn read_only(r: impl BufRead, wanted: &Wanted) -> std::io::Result<Self> {
         Self::read_with(
             r,
             Builder {
-                keep: Some(keep),
+                keep: Some(wanted),
                 ..Default::default()
             },
         )
     }
 
     fn read_with(mut r: impl BufRead, mut b: Builder<'_>) -> std::io::Result<Self> {
-        // One buffer for every line: no allocation per symbol.
-        let mut line = String::with_capacity(256);
-        while r.read_line(&mut line)? > 0 {
-            b.line(&line);
-            line.clear();
+        // Lines are parsed where the reader's buffer holds them; only one
+        // cut by the buffer's end is copied.
+        let mut cut: Vec<u8> = Vec::with_capacity(256);
+        loop {
+            let buf = r.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let mut at = 0;
+            if !cut.is_empty() {
+                let Some(end) = memchr::memchr(b'\n', buf) else {
+                    cut.extend_from_slice(buf);
+                    let n = buf.len();
+                    r.consume(n);
+                    continue;
+                };
+                cut.extend_from_slice(&buf[..end]);
+                b.line(&cut);
+                cut.clear();
+                at = end + 1;
+            }
+            let start = at;
+            for end in memchr::memchr_iter(b'\n', &buf[start..]).map(|i| start + i) {
+                b.line(&buf[at..end]);
+                at = end + 1;
+            }
+            cut.extend_from_slice(&buf[at..]);
+            let n = buf.len();
+            r.consume(n);
+        }
+        if !cut.is_empty() {
+            b.line(&cut);
         }
         Ok(b.finish())
     }
@@ -495,19 +614,56 @@ ffffffffc0a01000 t foo_init\t[foo]
 
     #[test]
     fn read_matches_parse() {
-        let read = Symbols::read(SAMPLE.as_bytes()).unwrap();
         let parsed = Symbols::parse(SAMPLE);
-        assert_eq!(read.len(), parsed.len());
-        assert_eq!(
-            read.lookup(0xffffffffc0a01010),
-            parsed.lookup(0xffffffffc0a01010)
-        );
-        assert_eq!(read.address_of("cleanup_net"), Some(0xffffffff81001400));
+        // Buffers of every size cut lines everywhere, the last one without
+        // its newline included.
+        let text = SAMPLE.trim_end();
+        for cap in 1..=text.len() {
+            let read =
+                Symbols::read(std::io::BufReader::with_capacity(cap, text.as_bytes())).unwrap();
+            assert_eq!(read.len(), parsed.len(), "buffer of {cap}");
+            assert_eq!(
+                read.lookup(0xffffffffc0a01010),
+                parsed.lookup(0xffffffffc0a01010)
+            );
+            assert_eq!(read.address_of("cleanup_net"), Some(0xffffffff81001400));
+            assert_eq!(
+                read.lookup(0xffffffffc0a01000),
+                Some(("foo_init", 0, Some("foo")))
+            );
+        }
+    }
+
+    #[test]
+    fn wanted_names_and_their_clones_only() {
+        let w = Wanted::new(["cleanup_net", "nd_tbl", ""]);
+        for yes in [
+            "cleanup_net",
+            "cleanup_net.isra.0",
+            "nd_tbl",
+            "nd_tbl.constprop.0.cold",
+        ] {
+            assert!(w.keeps(yes.as_bytes()), "{yes}");
+        }
+        let long = "n".repeat(200);
+        for no in [
+            "cleanup_netx",
+            "cleanup_ne",
+            "cleanup_net.foo",
+            "xleanup_net",
+            "nd_tbl2",
+            "",
+            ".isra.0",
+            long.as_str(),
+        ] {
+            assert!(!w.keeps(no.as_bytes()), "{no}");
+        }
+        assert!(!w.keeps(b"nd_\xff"), "not UTF-8");
     }
 
     #[test]
     fn partial_table_plans_but_never_resolves() {
-        let keep = |n: &str| clone_base(n).unwrap_or(n) == "dst_destroy" || n == "init_net";
+        let keep = Wanted::new(["dst_destroy", "init_net"]);
         let s = Symbols::read_only(SAMPLE.as_bytes(), &keep).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(
@@ -521,7 +677,7 @@ ffffffffc0a01000 t foo_init\t[foo]
         // address: a partial table must not claim it.
         assert_eq!(s.lookup(0xffffffff81003010), None);
         let zeros = "0000000000000000 T copy_net_ns\n0000000000000000 T other\n";
-        let hidden = Symbols::read_only(zeros.as_bytes(), &|n| n == "other").unwrap();
+        let hidden = Symbols::read_only(zeros.as_bytes(), &Wanted::new(["other"])).unwrap();
         assert!(hidden.addresses_hidden());
     }
 

@@ -21,7 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser as _;
 use netns_trace::{
     cli::{Action, Cli},
-    kallsyms::{clone_base, FilterFunctions, Symbols},
+    kallsyms::{FilterFunctions, Symbols, Wanted},
     kernel::{btf, caps::KernelCaps, tracefs},
     plan::{Capabilities, Plan},
 };
@@ -131,14 +131,13 @@ const NAMED_SYMBOLS: &[&str] = &[
 /// naming stack frames, is read once the hooks are attached and the BTF
 /// parses are gone (trace::run): kept out of their peak, it is ~8 MB.
 fn read_kallsyms_for_plan() -> Result<Symbols> {
-    let wanted: std::collections::HashSet<&str> = netns_trace::plan::HOOKS
-        .iter()
-        .flat_map(|h| h.symbols.iter().copied())
-        .chain(NAMED_SYMBOLS.iter().copied())
-        .collect();
-    let keep =
-        |name: &str| wanted.contains(name) || clone_base(name).is_some_and(|b| wanted.contains(b));
-    Symbols::read_only(kallsyms_file()?, &keep).context("reading /proc/kallsyms")
+    let wanted = Wanted::new(
+        netns_trace::plan::HOOKS
+            .iter()
+            .flat_map(|h| h.symbols.iter().copied())
+            .chain(NAMED_SYMBOLS.iter().copied()),
+    );
+    Symbols::read_only(kallsyms_file()?, &wanted).context("reading /proc/kallsyms")
 }
 
 /// Everything the attach needs to know about this kernel. `no_fentry`:

@@ -785,6 +785,11 @@ impl Tracer {
         for th in self.threads.drain(..) {
             let _ = th.join();
         }
+        // NT_GUEST_LOG on the host (NETNS_TRACE_LOG here): the tracer's
+        // log goes to the console, e.g. its start-up phases, for digging.
+        if std::env::var_os("NETNS_TRACE_LOG").is_some() {
+            eprintln!("{}", self.stderr.lock().unwrap());
+        }
         let mut g = self.shared.seen.lock().unwrap();
         Stopped {
             summary: g.summary.take(),
