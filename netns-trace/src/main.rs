@@ -140,9 +140,16 @@ fn read_kallsyms_for_plan() -> Result<Symbols> {
     Symbols::read_only(kallsyms_file()?, &wanted).context("reading /proc/kallsyms")
 }
 
+/// tracefs `available_filter_functions`, if readable.
+pub fn read_traceable_functions(tracefs: Option<&std::path::Path>) -> Option<FilterFunctions> {
+    let text = std::fs::read_to_string(tracefs?.join("available_filter_functions")).ok()?;
+    Some(FilterFunctions::parse(&text))
+}
+
 /// Everything the attach needs to know about this kernel. `no_fentry`:
 /// plan as if fentry/fexit and tp_btf were refused (`--no-fentry`).
-pub fn prepare(no_fentry: bool) -> Result<Prepared> {
+/// `read_traceable`: plan with ftrace's list of patchable functions.
+pub fn prepare(no_fentry: bool, read_traceable: bool) -> Result<Prepared> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("netns-trace needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load and attach eBPF programs): run it with sudo");
     }
@@ -173,10 +180,17 @@ pub fn prepare(no_fentry: bool) -> Result<Prepared> {
     // aya's own parse comes later (trace::load_programs), so it never
     // overlaps the loader's.
     let aya_btf = aya::Btf::new();
-    let traceable = tracefs
-        .as_ref()
-        .and_then(|t| std::fs::read_to_string(t.join("available_filter_functions")).ok())
-        .map(|text| FilterFunctions::parse(&text));
+    // Which functions ftrace can patch decides fentry against kprobe
+    // before trying. The kernel takes ~0.3 s of TCG time to write the
+    // list, so a run that attaches skips it: an fentry on a function
+    // without a patch site fails at attach (EBUSY) and the hook falls back
+    // to its kprobe, and the list is read then to say why
+    // (trace::learn_notrace). A dry run attaches nothing, so it reads it.
+    let traceable = if read_traceable {
+        read_traceable_functions(tracefs.as_deref())
+    } else {
+        None
+    };
     let plan_caps = Capabilities {
         kprobe: caps.kprobe,
         // Whether fentry is allowed (lockdown, LSMs, CONFIG_FUNCTION_TRACER)
@@ -212,7 +226,7 @@ mod doctor {
     use crate::trace::{load_programs, settings};
 
     pub fn run(json_out: bool) -> Result<ExitCode> {
-        let mut prepared = crate::prepare(false)?;
+        let mut prepared = crate::prepare(false, true)?;
         let no_filter = netns_trace::cli::TraceOptions {
             json: json_out,
             duration: None,

@@ -741,6 +741,33 @@ impl Plan {
         Ok(())
     }
 
+    /// Some hook's fentry or fexit candidate failed to attach.
+    pub fn fentry_refused(&self) -> bool {
+        self.hooks.iter().any(|h| {
+            h.outcomes.iter().any(|o| match o {
+                Outcome::Failed { alternative, .. } => h.candidates.iter().any(|c| {
+                    c.alternative == *alternative
+                        && c.programs
+                            .iter()
+                            .any(|p| matches!(p.method, Method::Fentry | Method::Fexit))
+                }),
+                _ => false,
+            })
+        })
+    }
+
+    /// A plan made without ftrace's list of patchable functions learns it
+    /// after attaching: a found function the list leaves out is notrace,
+    /// which is why its fentry failed (and why a kprobe may fail too).
+    pub fn learn_notrace(&mut self, traceable: &FilterFunctions) {
+        for h in &mut self.hooks {
+            if h.status == SymbolStatus::Found && !traceable.contains(&h.symbol) {
+                h.status = SymbolStatus::FoundNotrace;
+                h.note.get_or_insert_with(|| "notrace: no fentry".into());
+            }
+        }
+    }
+
     /// Every core hook has a method (planned, or attached once recorded).
     pub fn full_tracer_possible(&self) -> bool {
         self.hooks
@@ -1438,6 +1465,37 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         );
         // cleanup_net's address is unknown (only the clone): no workqueue.
         assert_eq!(plan.cleanup_net_addr(), None);
+    }
+
+    #[test]
+    fn a_refused_fentry_learns_notrace_after_attaching() {
+        // A run plans without ftrace's list: fentry first, as if traceable.
+        let (s, _) = debug_kernel();
+        let mut plan = Plan::new(ALL, &s, None);
+        assert_eq!(methods(&plan, "ref_tracker_alloc"), ["fentry", "kprobe"]);
+        plan.record("copy_net_ns", Outcome::Attached { alternative: 0 })
+            .unwrap();
+        assert!(!plan.fentry_refused());
+        for h in TRACKER_HOOKS {
+            for (alternative, error) in [(0, "EBUSY"), (1, "EINVAL")] {
+                let error = error.to_string();
+                plan.record(h, Outcome::Failed { alternative, error })
+                    .unwrap();
+            }
+        }
+        assert!(plan.fentry_refused());
+        assert!(plan.tracker_unused().unwrap().ends_with("attach failed"));
+        plan.learn_notrace(&FilterFunctions::parse("copy_net_ns\n"));
+        let why = plan.tracker_unused().unwrap();
+        assert!(
+            why.contains("notrace (lib/ is built without ftrace)"),
+            "{why}"
+        );
+        let copy = plan.hook("copy_net_ns").unwrap();
+        assert_eq!(
+            (copy.status.clone(), copy.note.clone()),
+            (SymbolStatus::Found, None)
+        );
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut prepared = crate::prepare(opts.no_fentry)?;
+    let mut prepared = crate::prepare(opts.no_fentry, opts.dry_run)?;
     let prepared_at = started.elapsed();
     let (offsets, mut config, missing) = settings(&prepared, &opts);
     for m in &missing {
@@ -353,6 +353,13 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     if !opts.pids.is_empty() || run.is_some() {
         // Descendants join the scope through the fork hook.
         attach::ensure_hook(&mut ebpf, btf, &mut prepared.plan, "fork", opts.dry_run);
+    }
+    if !opts.dry_run && prepared.plan.fentry_refused() {
+        // Planned without ftrace's list (prepare): now it says why.
+        let traceable = crate::read_traceable_functions(prepared.caps.tracefs.as_deref());
+        if let Some(t) = traceable {
+            prepared.plan.learn_notrace(&t);
+        }
     }
     // Nothing attaches by BTF from here on (the holder scan parses its
     // own, if an incident ever needs it): ~15 MB less for the session.
