@@ -128,6 +128,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             args.extra_bins.push(PathBuf::from(PERF));
         }
         vm::build_guest_binaries(a.tracer.is_none())?;
+        let _lock = vm::lock_kernel(&k)?;
         let module = vm::build_module(&k)?;
         let cpio = vm::build_initramfs(&k, &module, &args, None)?;
         let boot = vm::BootOpts {

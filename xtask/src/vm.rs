@@ -139,6 +139,7 @@ pub fn run(args: VmTestArgs) -> Result<()> {
                     || crate::reftrack::SCENARIOS.contains(s)
             })
             .collect();
+        let _lock = lock_kernel(k)?;
         let module = build_module(k)?;
         let plain = scenarios.iter().any(|s| *s != "docker");
         let cpio = match plain {
@@ -234,6 +235,7 @@ pub fn build_guest_binaries(tracer: bool) -> Result<()> {
 pub fn demo(args: VmTestArgs) -> Result<()> {
     let k = setup::ensure_kernel(&args.kernel)?;
     build_guest_binaries(true)?;
+    let _lock = lock_kernel(&k)?;
     let module = build_module(&k)?;
     let cpio = build_initramfs(&k, &module, &args, None)?;
     println!(
@@ -416,6 +418,40 @@ poweroff -f
 /// libraries (ldd), and the module. With `docker` (the unpacked Debian
 /// packages): also dockerd, containerd, its shim, runc and the docker CLI,
 /// and a busybox root filesystem tarball for `docker import`.
+/// Runs on one kernel share its build directory (the test module, the
+/// initramfs, rebuilt by every run): a second xtask run on the same kernel
+/// waits for the first instead of replacing them under its VMs (a bench
+/// could then boot the other run's tracer). Held until the file is dropped.
+pub fn lock_kernel(k: &Kernel) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let dir = cache_dir().join("build").join(&k.abi);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!(
+            "vm: another xtask run is using {}; waiting for it to finish",
+            dir.display()
+        );
+        // SAFETY: as above.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            bail!(
+                "cannot lock {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(file)
+}
+
 pub fn build_initramfs(
     k: &Kernel,
     module: &Path,
