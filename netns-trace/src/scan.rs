@@ -20,6 +20,10 @@ const MAX_RUNS: u32 = 16384;
 
 /// Holder kinds the scan does not walk (reported with every scan).
 pub const NOT_SCANNED: &[&str] = &[
+    // The kernel's TCP iterator keeps to the namespace of the task that
+    // opens it (bpf_iter_init_seq_net): a dead namespace cannot be entered,
+    // so its sockets are out of reach.
+    "TCP sockets of other namespaces than the tracer's",
     "UDP and other non-TCP sockets",
     "route caches (FIB nexthop dst caches)",
     "in_device / inet6_dev",
@@ -58,8 +62,9 @@ impl Scanner {
         }
     }
 
-    /// Walks every neighbour table once (bounded), then every TCP socket
-    /// (the kernel's own TCP iterator); the holders on stuck devices are in
+    /// Walks every neighbour table once (bounded), then the TCP sockets of
+    /// the tracer's own namespace (the kernel's TCP iterator walks no
+    /// other); the holders on stuck devices are in
     /// the ring buffer when this returns. Loads the programs the first
     /// time; fails with both reasons when neither walk can run.
     pub fn scan(&mut self, ebpf: &mut Ebpf) -> Result<Vec<TableScan>, String> {
