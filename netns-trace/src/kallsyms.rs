@@ -67,6 +67,8 @@ pub struct Wanted {
     names: std::collections::HashSet<Vec<u8>>,
     /// By first byte: the lengths (bit `len.min(127)`) of wanted names.
     lengths: Vec<u128>,
+    /// Once all of these are read, the read ends ([`Wanted::ending_with`]).
+    last: Vec<Vec<u8>>,
 }
 
 impl Wanted {
@@ -74,12 +76,28 @@ impl Wanted {
         let mut w = Wanted {
             names: Default::default(),
             lengths: vec![0; 256],
+            last: vec![],
         };
         for n in names.into_iter().filter(|n| !n.is_empty()) {
             w.lengths[usize::from(n.as_bytes()[0])] |= Self::bit(n.len());
             w.names.insert(n.as_bytes().to_vec());
         }
         w
+    }
+
+    /// Also wants `last`, and ends the read once every one of them is in.
+    /// The kernel lists its own symbols by address (text, read-only data,
+    /// data, init code, bss; then modules): data symbols lie past every
+    /// function of the kernel image, so what follows them (about a third
+    /// of the lines) need not be written out by the kernel nor parsed.
+    /// One of them absent or in a module: the file is read to its end.
+    pub fn ending_with(mut self, last: &[&str]) -> Self {
+        for n in last.iter().filter(|n| !n.is_empty()) {
+            self.lengths[usize::from(n.as_bytes()[0])] |= Self::bit(n.len());
+            self.names.insert(n.as_bytes().to_vec());
+            self.last.push(n.as_bytes().to_vec());
+        }
+        self
     }
 
     fn bit(len: usize) -> u128 {
@@ -111,6 +129,8 @@ impl Wanted {
 struct Builder<'f> {
     /// Keep only these symbols; every line still counts for `any_nonzero`.
     keep: Option<&'f Wanted>,
+    /// Which of `keep`'s last names were read.
+    last_read: Vec<bool>,
     syms: Vec<Sym>,
     names: Arena,
     modules: Vec<String>,
@@ -182,6 +202,12 @@ impl Builder<'_> {
             None => NO_MODULE,
             Some(m) => self.module_id(m.trim_start_matches('[').trim_end_matches(']')),
         };
+        if let Some(w) = self.keep {
+            if let Some(i) = w.last.iter().position(|l| l == name.as_bytes()) {
+                self.last_read.resize(w.last.len(), false);
+                self.last_read[i] = true;
+            }
+        }
         let name = self.names.push(name);
         self.syms.push(Sym {
             addr,
@@ -205,6 +231,15 @@ impl Builder<'_> {
         self.modules.push(m.to_string());
         self.module_ids.insert(m.to_string(), id);
         id
+    }
+
+    /// Every name the read ends with was read.
+    fn complete(&self) -> bool {
+        self.keep.is_some_and(|w| {
+            !w.last.is_empty()
+                && self.last_read.len() == w.last.len()
+                && self.last_read.iter().all(|&r| r)
+        })
     }
 
     fn finish(self) -> Symbols {
@@ -303,6 +338,11 @@ impl Symbols {
             cut.extend_from_slice(&buf[at..]);
             let n = buf.len();
             r.consume(n);
+            if b.complete() {
+                // The rest of the line cut is past the last one wanted.
+                cut.clear();
+                break;
+            }
         }
         if !cut.is_empty() {
             b.line(&cut);
@@ -632,6 +672,24 @@ ffffffffc0a01000 t foo_init\t[foo]
                 Some(("foo_init", 0, Some("foo")))
             );
         }
+    }
+
+    #[test]
+    fn a_read_ends_once_its_last_names_are_in() {
+        let small = |text: &'static str| std::io::BufReader::with_capacity(16, text.as_bytes());
+        let w = Wanted::new(["foo_init", "copy_net_ns"]).ending_with(&["init_net", "some_alias"]);
+        let s = Symbols::read_only(small(SAMPLE), &w).unwrap();
+        assert!(s.contains_function("copy_net_ns"));
+        assert_eq!(s.any_address_of("some_alias"), Some(0xffffffff81004000));
+        assert!(
+            !s.contains_function("foo_init"),
+            "listed after the last one"
+        );
+        // One of them absent: read to the end.
+        let w = Wanted::new(["foo_init"]).ending_with(&["init_net", "nope"]);
+        let s = Symbols::read_only(small(SAMPLE), &w).unwrap();
+        assert!(s.contains_function("foo_init"));
+        assert!(s.contains("init_net"));
     }
 
     #[test]

@@ -114,17 +114,14 @@ fn kallsyms_file() -> Result<std::io::BufReader<std::fs::File>> {
     Ok(std::io::BufReader::with_capacity(1 << 16, file))
 }
 
-/// Kernel symbols the start-up looks up by name, besides the hooks': the
-/// per-CPU offsets (watchpoints), the unregister queue (rtnl.rs), the
-/// neighbour tables (holder scan) and ref_tracker (doctor).
-const NAMED_SYMBOLS: &[&str] = &[
-    "__per_cpu_offset",
-    "net_todo_list",
-    "arp_tbl",
-    "nd_tbl",
-    "ref_tracker_alloc",
-    "ref_tracker_free",
-];
+/// Functions the start-up looks up by name, besides the hooks': ref_tracker
+/// (doctor).
+const NAMED_SYMBOLS: &[&str] = &["ref_tracker_alloc", "ref_tracker_free"];
+
+/// Data the start-up looks up by name: the per-CPU offsets (watchpoints),
+/// the unregister queue (rtnl.rs) and the neighbour tables (holder scan).
+/// They lie past every function in kallsyms: the read ends with them.
+const DATA_SYMBOLS: &[&str] = &["__per_cpu_offset", "net_todo_list", "arp_tbl", "nd_tbl"];
 
 /// The part of /proc/kallsyms start-up needs: the hooks' functions (and
 /// their compiler clones) and [`NAMED_SYMBOLS`]. The full table, for
@@ -136,7 +133,8 @@ fn read_kallsyms_for_plan() -> Result<Symbols> {
             .iter()
             .flat_map(|h| h.symbols.iter().copied())
             .chain(NAMED_SYMBOLS.iter().copied()),
-    );
+    )
+    .ending_with(DATA_SYMBOLS);
     Symbols::read_only(kallsyms_file()?, &wanted).context("reading /proc/kallsyms")
 }
 
