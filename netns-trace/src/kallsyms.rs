@@ -78,11 +78,15 @@ impl Wanted {
             lengths: vec![0; 256],
             last: vec![],
         };
-        for n in names.into_iter().filter(|n| !n.is_empty()) {
-            w.lengths[usize::from(n.as_bytes()[0])] |= Self::bit(n.len());
-            w.names.insert(n.as_bytes().to_vec());
-        }
+        names.into_iter().for_each(|n| w.add(n));
         w
+    }
+
+    fn add(&mut self, name: &str) {
+        if let Some(&first) = name.as_bytes().first() {
+            self.lengths[usize::from(first)] |= Self::bit(name.len());
+            self.names.insert(name.as_bytes().to_vec());
+        }
     }
 
     /// Also wants `last`, and ends the read once every one of them is in.
@@ -93,8 +97,7 @@ impl Wanted {
     /// One of them absent or in a module: the file is read to its end.
     pub fn ending_with(mut self, last: &[&str]) -> Self {
         for n in last.iter().filter(|n| !n.is_empty()) {
-            self.lengths[usize::from(n.as_bytes()[0])] |= Self::bit(n.len());
-            self.names.insert(n.as_bytes().to_vec());
+            self.add(n);
             self.last.push(n.as_bytes().to_vec());
         }
         self
@@ -129,7 +132,7 @@ impl Wanted {
 struct Builder<'f> {
     /// Keep only these symbols; every line still counts for `any_nonzero`.
     keep: Option<&'f Wanted>,
-    /// Which of `keep`'s last names were read.
+    /// Which of `keep`'s last names were read (one flag each).
     last_read: Vec<bool>,
     syms: Vec<Sym>,
     names: Arena,
@@ -202,11 +205,11 @@ impl Builder<'_> {
             None => NO_MODULE,
             Some(m) => self.module_id(m.trim_start_matches('[').trim_end_matches(']')),
         };
-        if let Some(w) = self.keep {
-            if let Some(i) = w.last.iter().position(|l| l == name.as_bytes()) {
-                self.last_read.resize(w.last.len(), false);
-                self.last_read[i] = true;
-            }
+        if let Some(i) = self
+            .keep
+            .and_then(|w| w.last.iter().position(|l| l == name.as_bytes()))
+        {
+            self.last_read[i] = true;
         }
         let name = self.names.push(name);
         self.syms.push(Sym {
@@ -235,11 +238,7 @@ impl Builder<'_> {
 
     /// Every name the read ends with was read.
     fn complete(&self) -> bool {
-        self.keep.is_some_and(|w| {
-            !w.last.is_empty()
-                && self.last_read.len() == w.last.len()
-                && self.last_read.iter().all(|&r| r)
-        })
+        !self.last_read.is_empty() && self.last_read.iter().all(|&r| r)
     }
 
     fn finish(self) -> Symbols {
@@ -303,6 +302,7 @@ impl Symbols {
             r,
             Builder {
                 keep: Some(wanted),
+                last_read: vec![false; wanted.last.len()],
                 ..Default::default()
             },
         )

@@ -124,7 +124,8 @@ const NAMED_SYMBOLS: &[&str] = &["ref_tracker_alloc", "ref_tracker_free"];
 const DATA_SYMBOLS: &[&str] = &["__per_cpu_offset", "net_todo_list", "arp_tbl", "nd_tbl"];
 
 /// The part of /proc/kallsyms start-up needs: the hooks' functions (and
-/// their compiler clones) and [`NAMED_SYMBOLS`]. The full table, for
+/// their compiler clones), [`NAMED_SYMBOLS`] and [`DATA_SYMBOLS`], where
+/// the read ends. The full table, for
 /// naming stack frames, is read once the hooks are attached and the BTF
 /// parses are gone (trace::run): kept out of their peak, it is ~8 MB.
 fn read_kallsyms_for_plan() -> Result<Symbols> {
@@ -181,9 +182,10 @@ pub fn prepare(no_fentry: bool, read_traceable: bool) -> Result<Prepared> {
     // Which functions ftrace can patch decides fentry against kprobe
     // before trying. The kernel takes ~0.3 s of TCG time to write the
     // list, so a run that attaches skips it: an fentry on a function
-    // without a patch site fails at attach (EBUSY) and the hook falls back
-    // to its kprobe, and the list is read then to say why
-    // (trace::learn_notrace). A dry run attaches nothing, so it reads it.
+    // without a patch site is refused (by the verifier, or at attach with
+    // EBUSY) and the hook falls back to its kprobe, and the list is read
+    // then to say why (Plan::learn_notrace). A dry run attaches nothing,
+    // so it reads it.
     let traceable = if read_traceable {
         read_traceable_functions(tracefs.as_deref())
     } else {
