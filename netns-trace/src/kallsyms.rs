@@ -308,6 +308,27 @@ impl Symbols {
         )
     }
 
+    /// A table of named addresses found one by one (`ksym_lookup`):
+    /// `functions` as text symbols, `data` as data symbols. Like
+    /// [`Symbols::read_only`], it resolves no address to a name and knows
+    /// no clones.
+    pub fn from_addresses<'a>(
+        functions: impl IntoIterator<Item = (&'a str, u64)>,
+        data: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Self {
+        let mut b = Builder::default();
+        let lines = functions
+            .into_iter()
+            .map(|(n, a)| (n, a, 'T'))
+            .chain(data.into_iter().map(|(n, a)| (n, a, 'D')));
+        for (name, addr, kind) in lines {
+            b.line(format!("{addr:016x} {kind} {name}").as_bytes());
+        }
+        let mut s = b.finish();
+        s.partial = true;
+        s
+    }
+
     fn read_with(mut r: impl BufRead, mut b: Builder<'_>) -> std::io::Result<Self> {
         // Lines are parsed where the reader's buffer holds them; only one
         // cut by the buffer's end is copied.

@@ -491,6 +491,9 @@ pub struct AttachRec {
     pub attach_ms: u64,
     /// Where `attach_ms` went.
     pub phases_ms: AttachPhases,
+    /// How start-up found kernel symbols: `kallsyms_lookup_name` (asked
+    /// by name through a BPF program) or `/proc/kallsyms`.
+    pub symbols_from: &'static str,
 }
 
 /// The start-up phases, milliseconds each.
@@ -2078,10 +2081,11 @@ mod tests {
                 load: 15,
                 attach: 7,
             },
+            symbols_from: "kallsyms_lookup_name",
         });
         assert_eq!(
             json_line(&rec),
-            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"ref_tracker_alloc: not in kallsyms"},"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7}}"#
+            r#"{"type":"attach","hooks":[{"hook":"copy_net_ns","symbol":"copy_net_ns","status":"found","method":"-","note":"no kprobe support"}],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"ref_tracker_alloc: not in kallsyms"},"degraded":true,"reasons":["copy_net_ns: no kprobe support; using unshare instead"],"attach_ms":42,"phases_ms":{"prepare":20,"load":15,"attach":7},"symbols_from":"kallsyms_lookup_name"}"#
         );
         assert_eq!(
             human(&rec),

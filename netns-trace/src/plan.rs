@@ -577,17 +577,75 @@ pub struct Plan {
     cleanup_net_addr: Option<u64>,
 }
 
+/// The hook is a tracepoint: its `symbols` name no kernel function.
+fn tracepoint_only(hook: &Hook) -> bool {
+    !hook.alternatives.is_empty()
+        && hook
+            .alternatives
+            .iter()
+            .all(|alt| alt.iter().all(|p| p.tracepoint.is_some()))
+}
+
+/// The kernel functions a hook may attach to, by exact name (none for a
+/// tracepoint hook).
+pub fn function_names(hook: &Hook) -> &'static [&'static str] {
+    if tracepoint_only(hook) {
+        &[]
+    } else {
+        hook.symbols
+    }
+}
+
+/// Whether a compiler clone (`foo.isra.0`) of the hook's function would
+/// be attached when the function itself is absent: a hook that is
+/// attached at all and reads no arguments. For the others a clone only
+/// changes what the plan says, not what it does.
+pub fn clone_would_attach(hook: &Hook) -> bool {
+    hook.role != Role::Info && !hook.needs_abi && !tracepoint_only(hook)
+}
+
+/// The start-up's symbols found one name at a time by `lookup` (the
+/// kernel's `kallsyms_lookup_name`): every hook's functions, then
+/// `functions` and `data`. None when a hook that would attach to a
+/// compiler clone has no function of its own, since clones are found only
+/// by reading the whole table.
+pub fn symbols_by_name<E>(
+    functions: &[&'static str],
+    data: &[&'static str],
+    mut lookup: impl FnMut(&str) -> Result<Option<u64>, E>,
+) -> Result<Option<Symbols>, E> {
+    let mut found = Vec::new();
+    for hook in HOOKS {
+        let before = found.len();
+        for &name in function_names(hook) {
+            if let Some(addr) = lookup(name)? {
+                found.push((name, addr));
+            }
+        }
+        if found.len() == before && clone_would_attach(hook) {
+            return Ok(None);
+        }
+    }
+    for &name in functions {
+        if let Some(addr) = lookup(name)? {
+            found.push((name, addr));
+        }
+    }
+    let mut data_found = Vec::new();
+    for &name in data {
+        if let Some(addr) = lookup(name)? {
+            data_found.push((name, addr));
+        }
+    }
+    Ok(Some(Symbols::from_addresses(found, data_found)))
+}
+
 fn resolve_symbol(
     hook: &Hook,
     syms: &Symbols,
     traceable: Option<&FilterFunctions>,
 ) -> (String, SymbolStatus) {
-    let tracepoint_only = !hook.alternatives.is_empty()
-        && hook
-            .alternatives
-            .iter()
-            .all(|alt| alt.iter().all(|p| p.tracepoint.is_some()));
-    if tracepoint_only {
+    if tracepoint_only(hook) {
         return (hook.symbols[0].to_string(), SymbolStatus::Tracepoint);
     }
     for &s in hook.symbols {
@@ -1017,6 +1075,14 @@ mod tests {
     /// Debian 6.1 / 6.12 cloud kernels: the wait loop and the hold helpers
     /// are inlined; the rest are real, traceable functions.
     fn debian() -> (Symbols, FilterFunctions) {
+        let (k, names) = debian_text();
+        (
+            Symbols::parse(&k),
+            FilterFunctions::parse(&names.join("\n")),
+        )
+    }
+
+    fn debian_text() -> (String, [&'static str; 13]) {
         let names = [
             "copy_net_ns",
             "cleanup_net",
@@ -1041,10 +1107,7 @@ mod tests {
                 0xffffffff81000000u64 + i as u64 * 0x100
             );
         }
-        (
-            Symbols::parse(&k),
-            FilterFunctions::parse(&names.join("\n")),
-        )
+        (k, names)
     }
 
     fn methods(plan: &Plan, hook: &str) -> Vec<String> {
@@ -1465,6 +1528,71 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
         );
         // cleanup_net's address is unknown (only the clone): no workqueue.
         assert_eq!(plan.cleanup_net_addr(), None);
+    }
+
+    /// A lookup like the kernel's: any symbol, by exact name.
+    fn lookup_in(table: &Symbols) -> impl FnMut(&str) -> Result<Option<u64>, ()> + '_ {
+        |name| Ok(table.any_address_of(name))
+    }
+
+    #[test]
+    fn a_plan_from_lookups_is_the_plan_from_the_file() {
+        let (mut text, _) = debian_text();
+        text += "ffffffff82000000 D __per_cpu_offset\nffffffff82000100 b net_todo_list\n";
+        let file = Symbols::parse(&text);
+        let looked_up = symbols_by_name(
+            &["ref_tracker_alloc"],
+            &["__per_cpu_offset", "net_todo_list", "nd_tbl"],
+            lookup_in(&file),
+        )
+        .unwrap()
+        .expect("every attachable hook has its function");
+        let rows = |s: &Symbols| Plan::new(ALL, s, None).rows();
+        assert_eq!(rows(&looked_up), rows(&file));
+        assert_eq!(
+            looked_up.address_of("cleanup_net"),
+            file.address_of("cleanup_net")
+        );
+        assert_eq!(
+            looked_up.any_address_of("net_todo_list"),
+            Some(0xffffffff82000100)
+        );
+        assert_eq!(looked_up.any_address_of("nd_tbl"), None);
+        assert!(!looked_up.contains_function("__per_cpu_offset"));
+        // Like a partial read: no address is named.
+        assert_eq!(looked_up.lookup(0xffffffff81000100), None);
+    }
+
+    #[test]
+    fn a_hook_that_would_take_a_clone_sends_lookups_to_the_file() {
+        let (text, _) = debian_text();
+        let clone = text.replace("T cleanup_net\n", "t cleanup_net.isra.0\n");
+        let file = Symbols::parse(&clone);
+        assert!(symbols_by_name(&[], &[], lookup_in(&file))
+            .unwrap()
+            .is_none());
+        // An inlined hold helper, or a clone of a hook reading arguments,
+        // changes nothing that is attached: no need for the file.
+        let abi = text.replace("T copy_net_ns\n", "t copy_net_ns.isra.0\n");
+        let file = Symbols::parse(&abi);
+        let looked_up = symbols_by_name(&[], &[], lookup_in(&file))
+            .unwrap()
+            .unwrap();
+        let status = |s: &Symbols| {
+            Plan::new(ALL, s, None)
+                .hook("copy_net_ns")
+                .unwrap()
+                .skip
+                .clone()
+        };
+        assert_eq!(status(&looked_up), Some("not in kallsyms".into()));
+        assert!(status(&file).unwrap().contains("clone"));
+    }
+
+    #[test]
+    fn a_refusing_lookup_is_an_error_not_an_empty_table() {
+        let r: Result<Option<Symbols>, &str> = symbols_by_name(&[], &[], |_| Err("EPERM"));
+        assert_eq!(r.err(), Some("EPERM"));
     }
 
     #[test]

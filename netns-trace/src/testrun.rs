@@ -30,14 +30,22 @@ struct TestRunAttr {
 /// Runs the program once with `args` as its raw tracepoint arguments
 /// (at most 12); returns its return value.
 pub fn run(prog_fd: RawFd, args: &[u64]) -> Result<u32, String> {
+    let mut ctx = args.to_vec();
+    run_with_context(prog_fd, &mut ctx)
+}
+
+/// Runs the program once on the context `ctx`; a program type whose test
+/// run copies the context back (`BPF_PROG_TYPE_SYSCALL`) leaves its
+/// writes there. Returns the program's return value.
+pub fn run_with_context<T: Copy>(prog_fd: RawFd, ctx: &mut [T]) -> Result<u32, String> {
     let mut attr = TestRunAttr {
         prog_fd: prog_fd as u32,
-        ctx_size_in: std::mem::size_of_val(args) as u32,
-        ctx_in: args.as_ptr() as u64,
+        ctx_size_in: std::mem::size_of_val(ctx) as u32,
+        ctx_in: ctx.as_mut_ptr() as u64,
         ..TestRunAttr::default()
     };
-    // SAFETY: attr is a valid BPF_PROG_TEST_RUN attr; it and args outlive
-    // the call.
+    // SAFETY: attr is a valid BPF_PROG_TEST_RUN attr; it and ctx outlive
+    // the call, and the kernel writes at most ctx_size_in bytes to ctx.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,

@@ -443,6 +443,7 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
         reasons: reasons.clone(),
         attach_ms,
         phases_ms: phases,
+        symbols_from: prepared.symbols_from,
     }))?;
     if degraded {
         eprintln!(

@@ -488,6 +488,7 @@ pub fn check_exact(run: &Run, mode: &str, source: &str) -> Result<String, String
         return Err(format!("lo not counted by {source}: {watch}"));
     }
     check_sources_announced(run, source)?;
+    check_symbols_looked_up(run)?;
     let waits: Vec<&Value> = run
         .of_type("dev_wait")
         .filter(|v| v["device"] == "lo" && v["netns"].as_u64() == Some(inode))
@@ -694,6 +695,19 @@ pub fn check_late(run: &Run) -> Result<String, String> {
 /// kernel's own usage count, for about as long as the module held it, and
 /// named the holder (or, for a bare dev_hold, left exactly one reference
 /// unattributed).
+/// Start-up asked the kernel for its symbols by name (`symbols_from`),
+/// not the file: with the counts matching the kernel's, the looked-up
+/// per-CPU offsets (and the functions hooked) were the right ones.
+fn check_symbols_looked_up(run: &Run) -> Result<(), String> {
+    let attach = run.of_type("attach").next().ok_or("no attach record")?;
+    match attach["symbols_from"].as_str() {
+        Some("kallsyms_lookup_name") => Ok(()),
+        other => Err(format!(
+            "start-up symbols from {other:?}, not kallsyms_lookup_name"
+        )),
+    }
+}
+
 /// The attach record names `source` as what counts new loopback devices
 /// (ref_tracker) or devices in general (watchpoints).
 fn check_sources_announced(run: &Run, source: &str) -> Result<(), String> {
@@ -1615,6 +1629,10 @@ mod tests {
     /// An `exact-fallback` run on lo of netns 20 (usage count 2): `watch`
     /// is the watch record, `unknown` the unknown writes at the wait.
     fn fallback_run(watch: &str, unknown: u32) -> Result<String, String> {
+        fallback_run_with(watch, unknown, "kallsyms_lookup_name")
+    }
+
+    fn fallback_run_with(watch: &str, unknown: u32, symbols_from: &str) -> Result<String, String> {
         let facts = r#"{"scenario":"stuck","mode":"hold","hold_ms":3000,"inodes":[20]}"#;
         let hold = r#"{"holds":1,"last":1.0,"comm":"insmod","pid":9,"stack":["netns_leak_init+0x49 [netns_leak]"]}"#;
         let release = r#"{"holds":1,"last":3.0,"comm":"kworker/0:1","pid":3,"stack":["leak_release+0x28 [netns_leak]"]}"#;
@@ -1624,7 +1642,7 @@ mod tests {
             )
         };
         let json = [
-            r#"{"type":"attach","hooks":[],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"absent"},"degraded":false,"reasons":[],"attach_ms":1}"#.to_string(),
+            r#"{"type":"attach","hooks":[],"exact_sources":{"created":"watchpoints","stuck":"watchpoints","ref_tracker_unused":"absent"},"degraded":false,"reasons":[],"attach_ms":1,"symbols_from":"kallsyms_lookup_name"}"#.replace("kallsyms_lookup_name", symbols_from),
             format!(
                 r#"{{"type":"watch","time":0.5,"netns":20,"device":"lo","dev":"0x1","source":"watchpoints","state":"armed","cpus":2,"pre_arm":0,{watch}}}"#
             ),
@@ -1736,6 +1754,10 @@ mod tests {
         err(fallback_run(r#""via":"bpf""#, 0), "does not say perf_ring");
         err(fallback_run(r#""via":"perf_ring""#, 0), "and why");
         err(fallback_run(ring, 1), "writes not counted");
+        err(
+            fallback_run_with(ring, 0, "/proc/kallsyms"),
+            "symbols from Some(\"/proc/kallsyms\")",
+        );
     }
 
     #[test]
