@@ -544,7 +544,41 @@ pub fn profile(p: &Value) -> String {
     } else if let Some(e) = perf["error"].as_str() {
         let _ = writeln!(s, "\nLoader profile: perf failed: {e}");
     }
-    s + &tcp_profile(&p["tcp_profile"])
+    s + &tcp_profile(&p["tcp_profile"]) + &startup_profile(&p["startup_profile"])
+}
+
+/// The tracer's start-up sampled over the whole guest: tasks, and the
+/// symbols with the most samples (10 kHz: 10 samples are 1 ms).
+pub fn startup_profile(t: &Value) -> String {
+    if !t.is_object() {
+        return String::new();
+    }
+    if let Some(e) = t["error"].as_str() {
+        return format!("\nStart-up profile: failed: {e}\n");
+    }
+    let samples = t["samples"].as_u64().unwrap_or(0);
+    let mut s = format!(
+        "\nStart-up sampled over the whole guest (`perf record -a -e cpu-clock -F 10000`, from \
+         spawning the tracer to its ready file, {:.0} ms): {samples} samples (0.1 ms each).\n\n\
+         | task | samples |\n| --- | --- |\n",
+        t["ready_ms"].as_f64().unwrap_or(0.0)
+    );
+    let rows = |key: &str| {
+        t[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+            .collect::<Vec<_>>()
+    };
+    for (name, n) in rows("by_comm").iter().filter(|r| r.1 * 100 >= samples) {
+        let _ = writeln!(s, "| `{name}` | {n} |");
+    }
+    s += "\nSymbols with the most samples:\n\n| symbol | samples |\n| --- | --- |\n";
+    for (name, n) in rows("by_sym").iter().take(25) {
+        let _ = writeln!(s, "| `{name}` | {n} |");
+    }
+    s
 }
 
 /// Samples per 1,000 connections, untraced and traced, for each name in
@@ -780,6 +814,23 @@ mod tests {
         assert_eq!(profile(&Value::Null), "");
         let failed = profile(&json!({"perf": {"error": "no perf"}}));
         assert!(failed.contains("perf failed: no perf"), "{failed}");
+    }
+
+    #[test]
+    fn startup_profile_lists_tasks_over_a_percent_and_top_symbols() {
+        let t = json!({"ready_ms": 870.4, "samples": 1000,
+                       "by_comm": [["netns-trace", 900], ["swapper", 95], ["kworker/0:1", 5]],
+                       "by_sym": [["do_check_common", 300], ["pv_native_safe_halt", 95]]});
+        let s = startup_profile(&t);
+        assert!(s.contains("870 ms): 1000 samples"), "{s}");
+        assert!(s.contains("| `swapper` | 95 |"), "{s}");
+        assert!(!s.contains("kworker"), "{s}");
+        assert!(s.contains("| `do_check_common` | 300 |"), "{s}");
+        assert_eq!(
+            startup_profile(&json!({"error": "no perf"})),
+            "\nStart-up profile: failed: no perf\n"
+        );
+        assert_eq!(startup_profile(&Value::Null), "");
     }
 
     #[test]

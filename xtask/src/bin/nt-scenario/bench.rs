@@ -394,9 +394,12 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
     let s = t.stop();
     let (n, secs) = churned?;
     let summary = s.summary.ok_or("the tracer printed no summary")?;
-    let tcp_profile = match &a.perf {
-        Some(bin) => tcp_profile(a, bin, timeout),
-        None => json!(null),
+    let (tcp_profile, startup_profile) = match &a.perf {
+        Some(bin) => (
+            tcp_profile(a, bin, timeout),
+            startup_sampled(a, bin, timeout).unwrap_or_else(|e| json!({"error": e})),
+        ),
+        None => (json!(null), json!(null)),
     };
     Ok(json!({
         "namespaces": n,
@@ -408,6 +411,7 @@ fn profile_step(a: &BenchArgs, timeout: Duration) -> Result<Value, String> {
         "bpf_programs": summary["bpf_programs"],
         "perf": report,
         "tcp_profile": tcp_profile,
+        "startup_profile": startup_profile,
     }))
 }
 
@@ -450,6 +454,32 @@ fn tcp_sampled(a: &BenchArgs, bin: &str, traced: bool, timeout: Duration) -> Res
     let (samples, by_comm, by_sym) = sample_counts(&text);
     Ok(json!({
         "conns_per_s": rate,
+        "samples": samples,
+        "by_comm": by_comm,
+        "by_sym": by_sym,
+    }))
+}
+
+/// The tracer's start-up sampled over the whole guest (`perf record -a`),
+/// from its spawn to its ready file: by task and by symbol, so the kernel
+/// work of each phase (kallsyms, BTF, maps, the verifier, trampolines)
+/// and the time the guest sat idle waiting (timers, RCU grace periods,
+/// as `pv_native_safe_halt`) show by name.
+fn startup_sampled(a: &BenchArgs, bin: &str, timeout: Duration) -> Result<Value, String> {
+    eprintln!("nt-scenario: bench profile: start-up, perf -a");
+    let data = "/tmp/nt-perf-start.data";
+    let perf = start_perf(bin, PerfTarget::All, data)?;
+    let started = Tracer::start(&a.tracer, &[], timeout);
+    unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+    let recorded = perf.wait_with_output().map_err(|e| e.to_string());
+    let t = started?;
+    let ready_ms = ms(t.ready);
+    t.stop();
+    recorded_data(data, recorded)?;
+    let text = perf_output(bin, &["script", "-F", "comm,ip,sym"], data)?;
+    let (samples, by_comm, by_sym) = sample_counts(&text);
+    Ok(json!({
+        "ready_ms": ready_ms,
         "samples": samples,
         "by_comm": by_comm,
         "by_sym": by_sym,
