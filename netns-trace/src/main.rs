@@ -23,7 +23,7 @@ use clap::Parser as _;
 use netns_trace::{
     cli::{Action, Cli},
     kallsyms::{FilterFunctions, Symbols, Wanted},
-    kernel::{btf, caps::KernelCaps, tracefs},
+    kernel::{btf, btf_raw, caps::KernelCaps, tracefs},
     plan::{Capabilities, Plan},
 };
 
@@ -86,7 +86,10 @@ pub struct Prepared {
     pub btf_offsets: (netns_trace_common::Offsets, Vec<String>),
     /// TCP state names from the kernel's enum.
     pub tcp_states: std::collections::HashMap<u8, String>,
-    /// aya's parse of the kernel BTF for attaching (fentry, tp_btf,
+    /// The kernel BTF's types aya attaches the planned programs by, the
+    /// rest placeholders (`btf_raw::Btf::names_only`).
+    pub attach_btf: Vec<u8>,
+    /// aya's parse of `attach_btf` for attaching (fentry, tp_btf,
     /// iterators): empty until `trace::load_programs` fills it.
     pub aya_btf: aya::Btf,
     pub plan: Plan,
@@ -211,16 +214,6 @@ pub fn prepare(no_fentry: bool, read_traceable: bool) -> Result<Prepared> {
     if caps.lockdown.as_deref() == Some("confidentiality") {
         bail!("kernel lockdown is in confidentiality mode, which forbids eBPF from reading kernel memory: netns-trace cannot run here");
     }
-    // What we need from btf-rs's parse, then drop it before aya parses the
-    // same BTF: the two parses alive together were a third of peak memory.
-    let (btf_offsets, tcp_states) = {
-        let btf = btf::load_vmlinux()?;
-        (btf::resolve_offsets(&btf), btf::tcp_state_names(&btf))
-    };
-    log::debug!("prepare: offsets read from BTF at {:?}", t0.elapsed());
-    // aya's own parse comes later (trace::load_programs), so it never
-    // overlaps the loader's.
-    let aya_btf = aya::Btf::new();
     // Which functions ftrace can patch decides fentry against kprobe
     // before trying. The kernel takes ~0.3 s of TCG time to write the
     // list, so a run that attaches skips it: an fentry on a function
@@ -246,11 +239,31 @@ pub fn prepare(no_fentry: bool, read_traceable: bool) -> Result<Prepared> {
     log::debug!("prepare: traceable functions read at {:?}", t0.elapsed());
     let plan = Plan::new(plan_caps, &symbols, traceable.as_ref());
     log::debug!("prepare: planned at {:?}", t0.elapsed());
+    // What start-up needs from the kernel's BTF, read once and dropped
+    // before aya parses anything: the offsets, and the ids aya loads the
+    // planned fentry, fexit, tp_btf and iterator programs by (see
+    // btf_raw::Btf::names_only).
+    let (btf_offsets, tcp_states, attach_btf) = {
+        let btf = btf::load_vmlinux()?;
+        let mut targets = plan.btf_targets();
+        targets.push((btf_raw::KIND_FUNC, "bpf_iter_task".into()));
+        let wanted: Vec<(u32, &str)> = targets.iter().map(|(k, n)| (*k, n.as_str())).collect();
+        (
+            btf::resolve_offsets(&btf),
+            btf::tcp_state_names(&btf),
+            btf.names_only(&wanted)?,
+        )
+    };
+    log::debug!("prepare: read from BTF at {:?}", t0.elapsed());
+    // aya's parse comes later (trace::load_programs), so it never
+    // overlaps the loader's.
+    let aya_btf = aya::Btf::new();
     Ok(Prepared {
         caps,
         symbols,
         symbols_from,
         btf_offsets,
+        attach_btf,
         tcp_states,
         aya_btf,
         plan,

@@ -706,6 +706,31 @@ impl Plan {
         }
     }
 
+    /// What aya looks up in the kernel's BTF to load each BTF-attached
+    /// candidate, as (BTF kind, name): a function for fentry and fexit,
+    /// the `btf_trace_<name>` typedef for tp_btf. Every candidate of every
+    /// hook, so a fallback finds its target too.
+    pub fn btf_targets(&self) -> Vec<(u32, String)> {
+        use crate::kernel::btf_raw::{KIND_FUNC, KIND_TYPEDEF};
+        let mut out: Vec<(u32, String)> = Vec::new();
+        let programs = self
+            .hooks
+            .iter()
+            .flat_map(|h| h.candidates.iter())
+            .flat_map(|c| c.programs.iter());
+        for p in programs {
+            let t = match p.method {
+                Fentry | Fexit => (KIND_FUNC, p.target.clone()),
+                BtfTracepoint => (KIND_TYPEDEF, format!("btf_trace_{}", p.target)),
+                _ => continue,
+            };
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
     /// Address of `cleanup_net`, for the workqueue fallback to recognise
     /// its work item (None when kallsyms addresses are hidden).
     pub fn cleanup_net_addr(&self) -> Option<u64> {
@@ -1533,6 +1558,24 @@ ref_tracker_dir_exit  ref_tracker_dir_exit                         absent      -
     /// A lookup like the kernel's: any symbol, by exact name.
     fn lookup_in(table: &Symbols) -> impl FnMut(&str) -> Result<Option<u64>, ()> + '_ {
         |name| Ok(table.any_address_of(name))
+    }
+
+    #[test]
+    fn btf_targets_name_every_btf_attached_candidate_once() {
+        use crate::kernel::btf_raw::{KIND_FUNC, KIND_TYPEDEF};
+        let (syms, traceable) = debian();
+        let plan = Plan::new(ALL, &syms, Some(&traceable));
+        let t = plan.btf_targets();
+        assert!(t.contains(&(KIND_FUNC, "copy_net_ns".into())));
+        assert!(t.contains(&(KIND_FUNC, "dst_alloc".into())));
+        assert!(t.contains(&(KIND_TYPEDEF, "btf_trace_inet_sock_set_state".into())));
+        let copy = t.iter().filter(|x| x.1 == "copy_net_ns").count();
+        assert_eq!(copy, 1, "fentry and fexit share one name: {t:?}");
+        // A kprobe-only plan needs none.
+        assert!(Plan::new(HOST, &syms, Some(&traceable))
+            .btf_targets()
+            .iter()
+            .all(|(k, _)| *k == KIND_TYPEDEF));
     }
 
     #[test]

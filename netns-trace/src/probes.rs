@@ -15,11 +15,17 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Loads maps and globals; `EbpfLoader::new()` parses the kernel BTF for
 /// it, dropped with the loader on return.
 pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
-    EbpfLoader::new()
+    let t = std::time::Instant::now();
+    let mut loader = EbpfLoader::new();
+    log::debug!("start-up: aya's loader parsed the kernel BTF in {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let ebpf = loader
         .override_global("OFFSETS", offsets, true)
         .override_global("CONFIG", config, true)
         .load(EBPF_OBJECT)
-        .context("loading the eBPF object (maps and globals) into the kernel")
+        .context("loading the eBPF object (maps and globals) into the kernel");
+    log::debug!("start-up: object BTF and maps loaded in {:?}", t.elapsed());
+    ebpf
 }
 
 /// Loads and attaches one program. `target` is a kernel function for

@@ -136,10 +136,11 @@ pub fn exact_unavailable(
     None
 }
 
-/// Loads the eBPF object, then parses the kernel BTF for attaching into
-/// `prepared.aya_btf`. aya's loader always parses the BTF itself (there is
-/// no way to hand it ours without it parsing first), so the two parses are
-/// made one after the other: alive together they were ~20 MB more at peak.
+/// Loads the eBPF object, then gives aya the BTF to attach by
+/// (`prepared.attach_btf`: the kernel's type ids, only the planned
+/// targets named) in `prepared.aya_btf`. aya's loader parses the whole
+/// kernel BTF itself (there is no way around it), so the two are made one
+/// after the other.
 pub fn load_programs(
     offsets: &Offsets,
     config: &Config,
@@ -149,7 +150,9 @@ pub fn load_programs(
     let ebpf = probes::load(offsets, config)?;
     log::info!("start-up: object and maps loaded in {:?}", t.elapsed());
     let t = Instant::now();
-    prepared.aya_btf = aya::Btf::from_sys_fs().context("parsing kernel BTF for fentry/tp_btf")?;
+    let blob = std::mem::take(&mut prepared.attach_btf);
+    prepared.aya_btf = aya::Btf::parse(&blob, aya::Endianness::default())
+        .context("parsing the attach targets' BTF")?;
     log::info!("start-up: BTF parsed for attaching in {:?}", t.elapsed());
     Ok(ebpf)
 }
