@@ -12,20 +12,72 @@ use netns_trace_common::{Config, Offsets};
 /// The compiled eBPF object, built by build.rs (aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netns-trace"));
 
-/// Loads maps and globals; `EbpfLoader::new()` parses the kernel BTF for
-/// it, dropped with the loader on return.
+/// Loads maps and globals.
+///
+/// `EbpfLoader::new()` always parses the whole kernel BTF (100 ms of the
+/// 6.12 guest's start-up, and the loader's peak memory) for CO-RE
+/// relocations, which programs built with aya-ebpf do not have, and aya
+/// 0.14 has no other way to make a loader. So the load runs on a thread
+/// of its own that sees no kernel BTF ([`hide_kernel_btf`]), where the
+/// parse fails at once and the loader goes on without it. Where hiding
+/// is not allowed (no CAP_SYS_ADMIN, a seccomp profile), the load runs
+/// as it is, only slower.
 pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
-    let t = std::time::Instant::now();
-    let mut loader = EbpfLoader::new();
-    log::debug!("start-up: aya's loader parsed the kernel BTF in {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let ebpf = loader
-        .override_global("OFFSETS", offsets, true)
-        .override_global("CONFIG", config, true)
-        .load(EBPF_OBJECT)
-        .context("loading the eBPF object (maps and globals) into the kernel");
-    log::debug!("start-up: object BTF and maps loaded in {:?}", t.elapsed());
-    ebpf
+    let (offsets, config) = (*offsets, *config);
+    std::thread::Builder::new()
+        .name("load".into())
+        .spawn(move || {
+            if let Err(why) = hide_kernel_btf() {
+                log::debug!("start-up: aya's loader will parse the kernel BTF: {why}");
+            }
+            let t = std::time::Instant::now();
+            let mut loader = EbpfLoader::new();
+            log::debug!("start-up: aya's loader made in {:?}", t.elapsed());
+            loader
+                .btf(None)
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("CONFIG", &config, true)
+                .load(EBPF_OBJECT)
+                .context("loading the eBPF object (maps and globals) into the kernel")
+        })
+        .context("starting the load thread")?
+        .join()
+        .map_err(|_| anyhow!("the load thread panicked"))?
+}
+
+/// Makes this thread's view of /sys/kernel/btf an empty directory: a
+/// mount namespace of its own (with its own filesystem context, as a
+/// thread of a process may), every mount private so nothing propagates
+/// back to the host, and an empty tmpfs over the directory. It ends with
+/// the thread.
+fn hide_kernel_btf() -> std::io::Result<()> {
+    let check = |rc: libc::c_int| match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    };
+    // SAFETY: plain syscalls on constant, NUL-terminated strings; they
+    // change only this thread's filesystem context and mount namespace.
+    unsafe {
+        check(libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/sys/kernel/btf".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ))?;
+    }
+    match std::fs::metadata(netns_trace::kernel::btf::VMLINUX_BTF) {
+        Err(_) => Ok(()),
+        Ok(_) => Err(std::io::Error::other("the kernel BTF is still visible")),
+    }
 }
 
 /// Loads and attaches one program. `target` is a kernel function for
