@@ -687,6 +687,16 @@ fn spawn_command(r: &RunOptions, json: bool) -> Result<Running> {
         .collect();
     let mut cmd = tokio::process::Command::new(&r.command[0]);
     cmd.args(&r.command[1..]).kill_on_drop(true);
+    // The loader turned transparent huge pages off for itself (main.rs);
+    // the command runs as it would without the tracer.
+    let thp_off = libc::c_ulong::from(crate::thp_disabled_at_start());
+    // SAFETY: the closure only makes one async-signal-safe syscall.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_THP_DISABLE, thp_off, 0, 0, 0);
+            Ok(())
+        });
+    }
     if json {
         let err = std::io::stderr()
             .as_fd()

@@ -364,6 +364,48 @@ fn run_passes_a_command_failure_through() {
     );
 }
 
+/// `THP_enabled` of /proc/PID/status (1: transparent huge pages allowed).
+fn thp_enabled(status: &str) -> Option<String> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+/// The loader runs without transparent huge pages (main.rs says why); a
+/// command under `run` gets what the tracer was started with.
+#[test]
+fn huge_pages_are_off_for_the_loader_only() {
+    if !is_root() {
+        eprintln!("skipped: host tests need root");
+        return;
+    }
+    let ours = thp_enabled(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let Some(ours) = ours else {
+        eprintln!("skipped: no THP_enabled in /proc/self/status");
+        return;
+    };
+    let mut t = start_tracer("thp", &["--json"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.id())).unwrap();
+    let _ = t.kill();
+    let _ = t.wait();
+    assert_eq!(thp_enabled(&status).as_deref(), Some("0"));
+    let out = Command::new(BIN)
+        .args([
+            "--json",
+            "run",
+            "--",
+            "grep",
+            "THP_enabled",
+            "/proc/self/status",
+        ])
+        .output()
+        .unwrap();
+    // Under --json the command's stdout goes to stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(thp_enabled(&err), Some(ours), "{err}");
+}
+
 /// One HTTP GET over a real TCP connection; returns (status line, body).
 fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read as _, Write as _};
