@@ -77,6 +77,36 @@ pub struct Member {
     pub bitfield_size: u32,
 }
 
+/// A wanted (kind, name) with its first 8 bytes (the NUL included when
+/// shorter) as a little-endian word, and which of its bytes count.
+struct Prefix<'w> {
+    kind: u32,
+    name: &'w [u8],
+    key: u64,
+    mask: u64,
+}
+
+impl<'w> Prefix<'w> {
+    fn new(kind: u32, name: &'w str) -> Self {
+        let name = name.as_bytes();
+        let mut bytes = [0u8; 8];
+        let n = (name.len() + 1).min(8);
+        let used = name.len().min(8);
+        bytes[..used].copy_from_slice(&name[..used]);
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        Prefix {
+            kind,
+            name,
+            key: u64::from_le_bytes(bytes) & mask,
+            mask,
+        }
+    }
+}
+
 impl Btf {
     pub fn from_file(path: &str) -> Result<Self> {
         Self::parse(std::fs::read(path)?)
@@ -261,33 +291,35 @@ impl Btf {
         {
             bail!("{n}: only functions and typedefs can be kept (kind {k})");
         }
-        let mut types: Vec<u8> = Vec::new();
+        let wanted: Vec<Prefix> = wanted.iter().map(|&(k, n)| Prefix::new(k, n)).collect();
+        // Every slot starts as a placeholder; the wanted ones are written
+        // over (12 bytes each, the size of a function or typedef).
+        const PLACEHOLDER: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, KIND_FWD as u8, 0, 0, 0, 0];
+        let mut types: Vec<u8> = PLACEHOLDER.repeat(self.index.len());
         let mut strings: Vec<u8> = vec![0];
         let mut kept = 0usize;
-        let word = |v: &mut Vec<u8>, w: u32| v.extend_from_slice(&w.to_le_bytes());
-        for id in 1..=self.len() {
-            let t = self.type_by_id(id)?;
-            // Most types are of other kinds: no name is read for them.
-            let hit = (t.kind == KIND_FUNC || t.kind == KIND_TYPEDEF)
-                .then(|| self.name_is_one_of(t.kind, t.name_off, wanted))
-                .flatten();
-            match hit {
-                Some(name) => {
-                    word(&mut types, strings.len() as u32);
-                    strings.extend_from_slice(name);
-                    strings.push(0);
-                    word(&mut types, (t.kind << 24) | t.vlen);
-                    word(&mut types, t.size_or_type);
-                    kept = types.len();
-                }
-                None => {
-                    word(&mut types, 0);
-                    word(&mut types, KIND_FWD << 24);
-                    word(&mut types, 0);
-                }
+        for (i, &pos) in self.index.iter().enumerate() {
+            // The kind from `info` alone: most types are of other kinds,
+            // and no name is read for them.
+            let base = self.types + pos as usize;
+            let kind = (self.u32_at(base + 4)? >> 24) & 0x1f;
+            if kind != KIND_FUNC && kind != KIND_TYPEDEF {
+                continue;
             }
+            let t = self.type_at(pos as usize)?;
+            let Some(name) = self.name_is_one_of(kind, t.name_off, &wanted) else {
+                continue;
+            };
+            let slot = &mut types[i * 12..i * 12 + 12];
+            slot[0..4].copy_from_slice(&(strings.len() as u32).to_le_bytes());
+            slot[4..8].copy_from_slice(&((kind << 24) | t.vlen).to_le_bytes());
+            slot[8..12].copy_from_slice(&t.size_or_type.to_le_bytes());
+            strings.extend_from_slice(name);
+            strings.push(0);
+            kept = i * 12 + 12;
         }
         types.truncate(kept);
+        let word = |v: &mut Vec<u8>, w: u32| v.extend_from_slice(&w.to_le_bytes());
         let mut blob = Vec::with_capacity(24 + types.len() + strings.len());
         blob.extend_from_slice(&MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]); // version 1, no flags
@@ -306,18 +338,22 @@ impl Btf {
     }
 
     /// The wanted name of `kind` at string offset `off`, if it is one:
-    /// compared in place, without finding the string's end first.
-    fn name_is_one_of<'w>(
-        &self,
-        kind: u32,
-        off: u32,
-        wanted: &[(u32, &'w str)],
-    ) -> Option<&'w [u8]> {
+    /// the first 8 bytes there (one load) against each wanted prefix,
+    /// the whole name only when those match.
+    fn name_is_one_of<'w>(&self, kind: u32, off: u32, wanted: &[Prefix<'w>]) -> Option<&'w [u8]> {
         let start = self.strings + off as usize;
         let strings = self.data.get(start..self.strings + self.strings_len)?;
-        wanted.iter().find_map(|&(k, n)| {
-            let n = n.as_bytes();
-            (k == kind && strings.get(n.len()) == Some(&0) && &strings[..n.len()] == n).then_some(n)
+        let mut head = [0u8; 8];
+        let n = strings.len().min(8);
+        head[..n].copy_from_slice(&strings[..n]);
+        let head = u64::from_le_bytes(head);
+        wanted.iter().find_map(|p| {
+            let n = p.name;
+            (p.kind == kind
+                && head & p.mask == p.key
+                && strings.get(n.len()) == Some(&0)
+                && &strings[..n.len()] == n)
+                .then_some(n)
         })
     }
 
@@ -484,6 +520,10 @@ mod tests {
             (KIND_FUNC, "bpf_iter_task"),
             (KIND_TYPEDEF, "btf_trace_sched_process_fork"),
             (KIND_FUNC, "no_such_function_netns_trace"),
+            // Names of 8 bytes, under 8, and a prefix of a wanted one.
+            (KIND_FUNC, "dst_init"),
+            (KIND_FUNC, "fput"),
+            (KIND_FUNC, "copy_net"),
         ];
         let blob = full.names_only(&wanted).unwrap();
         let aya_full = AyaBtf::from_sys_fs().unwrap();
