@@ -2,7 +2,6 @@
 //! creation on a device of a non-initial namespace in scope becomes an
 //! `ObjHold` (with the creating stack), each release of such an object an
 //! `ObjRelease`. The loader's ledger turns them into "who holds lo".
-use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{fentry, fexit, kprobe, kretprobe},
@@ -23,11 +22,8 @@ use crate::{
 
 /// Stack id of the current call, or the (negative) error.
 #[inline(always)]
-fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => err,
-    }
+fn stack_id<C: EbpfContext>(ctx: &C) -> i32 {
+    STACKS.id_of(ctx, 0)
 }
 
 /// Reports that `obj` now holds `dev`, if the device is in scope.

@@ -9,7 +9,8 @@
 //! for the loader's exact ledger: every device, no debug registers.
 use aya_ebpf::{
     macros::{fentry, kprobe},
-    programs::{tracing::StackIdContext, FEntryContext, ProbeContext},
+    programs::{FEntryContext, ProbeContext},
+    EbpfContext,
 };
 use netns_trace_common::{
     kind, mode, stat, tracker_op, TrackerCall, TrackerStart, NAME_LEN, WATCH_MAX_CPUS,
@@ -84,7 +85,7 @@ fn seed(dev: u64, inum: u32) -> Result<(), Counted> {
 /// One call on the tracker directory `dir`, reported if it belongs to a
 /// counted device.
 #[inline(always)]
-fn on_call<C: StackIdContext>(ctx: &C, dir: u64, slot: u64, op: u32) -> Result<(), Counted> {
+fn on_call<C: EbpfContext>(ctx: &C, dir: u64, slot: u64, op: u32) -> Result<(), Counted> {
     let dev = dir.wrapping_sub(off!(dev_refcnt_tracker) as u64);
     if !counts(dev) {
         return Ok(());
@@ -93,10 +94,7 @@ fn on_call<C: StackIdContext>(ctx: &C, dir: u64, slot: u64, op: u32) -> Result<(
     if op == tracker_op::EXIT {
         let _ = TRACKER_DEVS.remove(dev);
     }
-    let stack_id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => err,
-    };
+    let stack_id = STACKS.id_of(ctx, 0);
     emit(&TrackerCall {
         hdr: header(kind::TRACKER_CALL),
         dev,

@@ -9,7 +9,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     macros::{map, perf_event},
     maps::Array,
-    programs::{tracing::StackIdContext, PerfEventContext},
+    programs::PerfEventContext,
 };
 use netns_trace_common::{
     exact_mode, kind, stat, watch_why, WatchDone, WatchHit, WatchTarget, NAME_LEN, WATCH_MAX_CPUS,
@@ -192,10 +192,7 @@ pub fn watch_hit(ctx: PerfEventContext) -> u32 {
         },
         None => 0,
     };
-    let stack_id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => err,
-    };
+    let stack_id = STACKS.id_of(&ctx, 0);
     let hit = WatchHit {
         hdr: header(kind::WATCH_HIT),
         addr,

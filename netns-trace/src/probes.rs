@@ -33,6 +33,14 @@ pub fn load(offsets: &Offsets, config: &Config) -> Result<Ebpf> {
             let t = std::time::Instant::now();
             let mut loader = EbpfLoader::new();
             log::debug!("start-up: aya's loader made in {:?}", t.elapsed());
+            if config.filter_enabled == 0 {
+                // The programs read and write the scope maps only with a
+                // filter: without one, one entry each instead of 65,536
+                // and 8,192 allocated and zeroed.
+                loader
+                    .map_max_entries("SCOPE_TGIDS", 1)
+                    .map_max_entries("SCOPE_NETNS", 1);
+            }
             loader
                 .btf(None)
                 .override_global("OFFSETS", &offsets, true)
