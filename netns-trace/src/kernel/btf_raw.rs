@@ -343,10 +343,14 @@ impl Btf {
     fn name_is_one_of<'w>(&self, kind: u32, off: u32, wanted: &[Prefix<'w>]) -> Option<&'w [u8]> {
         let start = self.strings + off as usize;
         let strings = self.data.get(start..self.strings + self.strings_len)?;
-        let mut head = [0u8; 8];
-        let n = strings.len().min(8);
-        head[..n].copy_from_slice(&strings[..n]);
-        let head = u64::from_le_bytes(head);
+        let head = match strings.get(..8) {
+            Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+            None => {
+                let mut head = [0u8; 8];
+                head[..strings.len()].copy_from_slice(strings);
+                u64::from_le_bytes(head)
+            }
+        };
         wanted.iter().find_map(|p| {
             let n = p.name;
             (p.kind == kind
