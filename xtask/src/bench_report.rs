@@ -211,7 +211,7 @@ pub fn rows(b: &Value) -> Vec<Row> {
         None,
     ));
     for (phase, what) in [
-        ("prepare", "  of which reading kallsyms and BTF"),
+        ("prepare", "  of which reading symbols and BTF"),
         ("load", "  of which loading programs (verifier)"),
         ("attach", "  of which attaching hooks"),
     ] {
