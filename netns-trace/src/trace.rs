@@ -523,7 +523,11 @@ pub async fn run(opts: TraceOptions, run: Option<RunOptions>) -> Result<ExitCode
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut backoff = netns_trace::backoff::PollBackoff::default();
-    let poll = tokio::time::sleep(backoff.current());
+    // The first poll at once: an event written before the idle flag was
+    // set (during the task walk, right after ready) woke nobody, and
+    // waited for the poll after this one (3-24 ms of the 6.12 guest's
+    // start to first event).
+    let poll = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(poll);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(forever));
