@@ -144,24 +144,6 @@ struct ProgLoadAttr {
     prog_flags: u32,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: `attr` is a live, fully initialised bpf_attr prefix of its
-    // own size; the kernel reads (and for a test run writes) only that.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 /// The loaded lookup program.
 pub struct Lookup {
     prog: OwnedFd,
@@ -185,7 +167,7 @@ impl Lookup {
             kern_version: 0,
             prog_flags: BPF_F_SLEEPABLE,
         };
-        match bpf(BPF_PROG_LOAD, &mut attr) {
+        match crate::testrun::sys_bpf(BPF_PROG_LOAD, &mut attr) {
             // SAFETY: a new fd the kernel just returned, owned by nobody else.
             Ok(fd) => Ok(Lookup {
                 prog: unsafe { OwnedFd::from_raw_fd(fd as i32) },

@@ -27,6 +27,27 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+/// The raw `bpf()` call, for what aya does not offer: `attr` is the
+/// leading part of `union bpf_attr` that `cmd` reads (and may write).
+pub fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, fully initialised bpf_attr prefix of its
+    // own size; the kernel reads and writes only that, and what the
+    // pointers in it name.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// Runs the program once with `args` as its raw tracepoint arguments
 /// (at most 12); returns its return value.
 pub fn run(prog_fd: RawFd, args: &[u64]) -> Result<u32, String> {
@@ -44,22 +65,9 @@ pub fn run_with_context<T: Copy>(prog_fd: RawFd, ctx: &mut [T]) -> Result<u32, S
         ctx_in: ctx.as_mut_ptr() as u64,
         ..TestRunAttr::default()
     };
-    // SAFETY: attr is a valid BPF_PROG_TEST_RUN attr; it and ctx outlive
-    // the call, and the kernel writes at most ctx_size_in bytes to ctx.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "BPF_PROG_TEST_RUN: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    // The kernel writes at most ctx_size_in bytes to ctx, which outlives
+    // the call.
+    sys_bpf(BPF_PROG_TEST_RUN, &mut attr).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
     Ok(attr.retval)
 }
 
