@@ -274,7 +274,7 @@ pub fn prepare(no_fentry: bool, read_traceable: bool) -> Result<Prepared> {
     let (btf_offsets, tcp_states, attach_btf) = {
         let btf = btf::load_vmlinux()?;
         let mut targets = plan.btf_targets();
-        targets.push((btf_raw::KIND_FUNC, "bpf_iter_task".into()));
+        targets.push((btf_raw::KIND_FUNC, tasks::BTF_NAME.into()));
         let wanted: Vec<(u32, &str)> = targets.iter().map(|(k, n)| (*k, n.as_str())).collect();
         (
             btf::resolve_offsets(&btf),

@@ -8,6 +8,14 @@ use aya::{programs::Iter, Btf, Ebpf};
 
 const PROG: &str = "blocked_tasks";
 
+/// The iterator's target; aya loads it by the kernel's BTF function
+/// `bpf_iter_<target>` ([`BTF_NAME`]).
+const TARGET: &str = "task";
+
+/// What aya looks up in the kernel's BTF to load the iterator, for the
+/// start-up's names-only BTF (main.rs).
+pub const BTF_NAME: &str = "bpf_iter_task";
+
 fn prog(ebpf: &mut Ebpf) -> Result<&mut Iter> {
     Ok(crate::probes::program(ebpf, PROG)?.try_into()?)
 }
@@ -15,7 +23,7 @@ fn prog(ebpf: &mut Ebpf) -> Result<&mut Iter> {
 /// Loads `blocked_tasks` (task iterators: Linux 5.8+; bpf_get_task_stack
 /// from them: 5.9+); the verifier's refusal is the error.
 pub fn load(ebpf: &mut Ebpf, btf: &Btf) -> Result<()> {
-    prog(ebpf)?.load("task", btf)?;
+    prog(ebpf)?.load(TARGET, btf)?;
     Ok(())
 }
 
@@ -36,4 +44,14 @@ pub fn read_iter(prog: &mut Iter) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     file.read_to_end(&mut out).context("running the iterator")?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    /// aya names an iterator's BTF function `bpf_iter_<target>`; the
+    /// names-only BTF must hold that very name.
+    #[test]
+    fn the_btf_name_is_the_one_aya_looks_up() {
+        assert_eq!(super::BTF_NAME, format!("bpf_iter_{}", super::TARGET));
+    }
 }
