@@ -449,11 +449,22 @@ fn tcp_sampled(a: &BenchArgs, bin: &str, traced: bool, timeout: Duration) -> Res
         t.stop();
     }
     let rate = rate?;
+    let mut counts = counted_samples(bin, data, recorded)?;
+    counts["conns_per_s"] = json!(rate);
+    Ok(counts)
+}
+
+/// A whole-guest `perf record` that ended: its samples in total, by task
+/// and by symbol (`sample_counts`).
+fn counted_samples(
+    bin: &str,
+    data: &str,
+    recorded: Result<std::process::Output, String>,
+) -> Result<Value, String> {
     recorded_data(data, recorded)?;
     let text = perf_output(bin, &["script", "-F", "comm,ip,sym"], data)?;
     let (samples, by_comm, by_sym) = sample_counts(&text);
     Ok(json!({
-        "conns_per_s": rate,
         "samples": samples,
         "by_comm": by_comm,
         "by_sym": by_sym,
@@ -475,15 +486,9 @@ fn startup_sampled(a: &BenchArgs, bin: &str, timeout: Duration) -> Result<Value,
     let t = started?;
     let ready_ms = ms(t.ready);
     t.stop();
-    recorded_data(data, recorded)?;
-    let text = perf_output(bin, &["script", "-F", "comm,ip,sym"], data)?;
-    let (samples, by_comm, by_sym) = sample_counts(&text);
-    Ok(json!({
-        "ready_ms": ready_ms,
-        "samples": samples,
-        "by_comm": by_comm,
-        "by_sym": by_sym,
-    }))
+    let mut counts = counted_samples(bin, data, recorded)?;
+    counts["ready_ms"] = json!(ready_ms);
+    Ok(counts)
 }
 
 /// `perf script -F comm,ip,sym` lines counted: total, by task name and by
