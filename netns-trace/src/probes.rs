@@ -88,115 +88,71 @@ fn hide_kernel_btf() -> std::io::Result<()> {
     }
 }
 
-/// Loads and attaches one program. `target` is a kernel function for
-/// kprobes and fentry, `category/name` for tracepoints, the tracepoint name
-/// for tp_btf. Errors carry the kernel's answer (errno, verifier log).
-pub fn attach(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    program: &str,
-    how: Method,
-    target: &str,
-) -> Result<()> {
-    load_and_maybe_attach(ebpf, btf, program, how, target, true)
-}
-
-/// Loads a program (the verifier runs, the BTF target is resolved) without
-/// attaching it: `--dry-run`.
-pub fn verify(
-    ebpf: &mut Ebpf,
-    btf: Option<&Btf>,
-    program: &str,
-    how: Method,
-    target: &str,
-) -> Result<()> {
-    load_and_maybe_attach(ebpf, btf, program, how, target, false)
-}
-
 /// A program of the loaded object, by its name.
 pub fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} is not in the eBPF object"))
 }
 
-fn load_and_maybe_attach(
-    ebpf: &mut Ebpf,
+/// Loads one program: the verifier runs and a BTF target (fentry, fexit,
+/// tp_btf: a function or `btf_trace_` name) is resolved. `target` is a
+/// kernel function for kprobes and fentry, `category/name` for
+/// tracepoints, the tracepoint name for tp_btf. Nothing is attached yet
+/// (`--dry-run` stops here). Errors carry the kernel's answer (errno,
+/// verifier log).
+pub fn load_program(
+    prog: &mut Program,
     btf: Option<&Btf>,
-    program: &str,
     how: Method,
     target: &str,
-    attach: bool,
 ) -> Result<()> {
-    let prog = self::program(ebpf, program)?;
-    // Start-up time is a goal (docs/performance.md): each program's
-    // verifier run and attach, apart, in the debug log.
-    let t = std::time::Instant::now();
-    let loaded;
     let need_btf = || btf.ok_or_else(|| anyhow!("needs kernel BTF"));
     match how {
-        Method::Fentry => {
-            let p: &mut FEntry = prog.try_into()?;
-            p.load(target, need_btf()?).map_err(flatten)?;
-            loaded = t.elapsed();
-            if attach {
-                p.attach().map_err(flatten)?;
-            }
-        }
-        Method::Fexit => {
-            let p: &mut FExit = prog.try_into()?;
-            p.load(target, need_btf()?).map_err(flatten)?;
-            loaded = t.elapsed();
-            if attach {
-                p.attach().map_err(flatten)?;
-            }
-        }
-        Method::Kprobe | Method::Kretprobe => {
-            let p: &mut KProbe = prog.try_into()?;
-            p.load().map_err(flatten)?;
-            loaded = t.elapsed();
-            if attach {
-                p.attach(target, 0).map_err(flatten)?;
-            }
-        }
+        Method::Fentry => as_mut::<FEntry>(prog)?.load(target, need_btf()?),
+        Method::Fexit => as_mut::<FExit>(prog)?.load(target, need_btf()?),
+        Method::Kprobe | Method::Kretprobe => as_mut::<KProbe>(prog)?.load(),
+        Method::Tracepoint => as_mut::<TracePoint>(prog)?.load(),
+        Method::BtfTracepoint => as_mut::<BtfTracePoint>(prog)?.load(target, need_btf()?),
+    }
+    .map_err(flatten)
+}
+
+/// Attaches a program [`load_program`] loaded, to the same target.
+pub fn attach_program(prog: &mut Program, how: Method, target: &str) -> Result<()> {
+    match how {
+        Method::Fentry => as_mut::<FEntry>(prog)?.attach().map(drop),
+        Method::Fexit => as_mut::<FExit>(prog)?.attach().map(drop),
+        Method::Kprobe | Method::Kretprobe => as_mut::<KProbe>(prog)?.attach(target, 0).map(drop),
         Method::Tracepoint => {
             let (category, name) = target
                 .split_once('/')
                 .ok_or_else(|| anyhow!("tracepoint {target} is not category/name"))?;
-            let p: &mut TracePoint = prog.try_into()?;
-            p.load().map_err(flatten)?;
-            loaded = t.elapsed();
-            if attach {
-                p.attach(category, name).map_err(flatten)?;
-            }
+            as_mut::<TracePoint>(prog)?.attach(category, name).map(drop)
         }
-        Method::BtfTracepoint => {
-            let p: &mut BtfTracePoint = prog.try_into()?;
-            p.load(target, need_btf()?).map_err(flatten)?;
-            loaded = t.elapsed();
-            if attach {
-                p.attach().map_err(flatten)?;
-            }
-        }
+        Method::BtfTracepoint => as_mut::<BtfTracePoint>(prog)?.attach().map(drop),
     }
-    log::debug!(
-        "start-up: {program} ({how:?} {target}): loaded in {loaded:?}, attached in {:?}",
-        t.elapsed() - loaded
-    );
-    Ok(())
+    .map_err(flatten)
 }
 
-/// Detaches and unloads a program (used to undo half of a failed pair).
-pub fn unload(ebpf: &mut Ebpf, program: &str) {
-    let result = match ebpf.program_mut(program) {
-        Some(Program::KProbe(p)) => p.unload(),
-        Some(Program::FEntry(p)) => p.unload(),
-        Some(Program::FExit(p)) => p.unload(),
-        Some(Program::TracePoint(p)) => p.unload(),
-        Some(Program::BtfTracePoint(p)) => p.unload(),
+fn as_mut<'a, P>(prog: &'a mut Program) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = aya::programs::ProgramError>,
+{
+    Ok(prog.try_into()?)
+}
+
+/// Detaches and unloads a program (to undo half of a failed pair).
+pub fn unload_program(prog: &mut Program, name: &str) {
+    let result = match prog {
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::TracePoint(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
         _ => Ok(()),
     };
     if let Err(err) = result {
-        log::debug!("unloading {program}: {err}");
+        log::debug!("unloading {name}: {err}");
     }
 }
 
