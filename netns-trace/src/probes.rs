@@ -114,7 +114,18 @@ pub fn load_program(
         Method::Tracepoint => as_mut::<TracePoint>(prog)?.load(),
         Method::BtfTracepoint => as_mut::<BtfTracePoint>(prog)?.load(target, need_btf()?),
     }
-    .map_err(flatten)
+    .map_err(flatten)?;
+    // The verifier's share of start-up goes with the work it did.
+    if log::log_enabled!(log::Level::Debug) {
+        if let Ok(info) = prog.info() {
+            log::debug!(
+                "start-up: {target}: the verifier went through {:?} instructions, {:?} bytes translated",
+                info.verified_instruction_count(),
+                info.size_translated()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Attaches a program [`load_program`] loaded, to the same target.
