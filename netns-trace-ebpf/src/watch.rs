@@ -73,14 +73,18 @@ fn counters(dev: u64, why: u32) -> Result<(), Counted> {
         (*target).name = name;
         (*target).why = why;
         (*target)._pad = 0;
-        for cpu in 0..WATCH_MAX_CPUS {
-            let mut addr = 0u64;
-            if (cpu as u32) < ncpu {
-                if let Ok(offset) = read::<u64>(table, (cpu * 8) as u32) {
-                    addr = pcpu.wrapping_add(offset);
-                }
+        // The loader reads `ncpu` slots. A loop bounded by the CPUs there
+        // are (a constant to the verifier: CONFIG is read-only), not one
+        // unrolled 64 times: that made every program that arms watchpoints
+        // long to verify, patch and JIT, whatever the machine.
+        for cpu in 0..ncpu as usize {
+            let addr = match read::<u64>(table, (cpu * 8) as u32) {
+                Ok(offset) => pcpu.wrapping_add(offset),
+                Err(_) => 0,
+            };
+            if let Some(slot) = (*target).addrs.get_mut(cpu) {
+                *slot = addr;
             }
-            (*target).addrs[cpu] = addr;
         }
     }
     // Holds taken before the watchpoints exist are only in the seed sum:
@@ -137,18 +141,19 @@ fn seed(dev: u64) -> Result<(), Counted> {
     let Some(out) = WATCH_SEED.get_ptr_mut(0) else {
         return Err(Counted);
     };
+    // One slot per CPU there is (the loader reads that many; the rest
+    // stay zero), in a loop the verifier runs that many times.
     let ncpu = setting!(nr_cpus).min(WATCH_MAX_CPUS as u32);
-    for cpu in 0..WATCH_MAX_CPUS {
-        let mut value = 0i32;
-        if (cpu as u32) < ncpu {
-            let addr = pcpu.wrapping_add(read::<u64>(table, (cpu * 8) as u32)?);
-            value = read::<i32>(addr, 0)?;
-            if WATCH_PREV.insert(addr, value, 0).is_err() {
-                count(stat::MAP_FULL);
-                return Err(Counted);
-            }
+    for cpu in 0..ncpu as usize {
+        let addr = pcpu.wrapping_add(read::<u64>(table, (cpu * 8) as u32)?);
+        let value = read::<i32>(addr, 0)?;
+        if WATCH_PREV.insert(addr, value, 0).is_err() {
+            count(stat::MAP_FULL);
+            return Err(Counted);
         }
-        unsafe { (*out)[cpu] = value };
+        if let Some(slot) = unsafe { (*out).get_mut(cpu) } {
+            *slot = value;
+        }
     }
     Ok(())
 }
