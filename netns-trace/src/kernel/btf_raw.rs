@@ -42,17 +42,44 @@ pub struct Btf {
     /// name), built by the first lookup: one pass over the ~150k types
     /// instead of one per lookup (start-up makes ~20; scanning each time
     /// was most of the 74 ms the offsets took in the 6.12 guest).
-    by_name: std::cell::OnceCell<std::collections::HashMap<(u32, u64), Vec<u32>>>,
+    by_name: std::cell::OnceCell<ByName>,
 }
+
+/// Type ids by [`name_key`].
+type ByName = std::collections::HashMap<u64, Vec<u32>, std::hash::BuildHasherDefault<KeyIsHash>>;
 
 /// The kinds [`Btf::ids_by_name`] finds through the index.
 const INDEXED: [u32; 4] = [KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64];
 
-fn name_hash(name: &[u8]) -> u64 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    name.hash(&mut h);
-    h.finish()
+/// FNV-1a over a kind and a name. The kernel's names are not chosen to
+/// collide, and std's SipHash, run twice (the name, then the map's key),
+/// was ~10 ms of the 6.12 guest's start-up (perf: `hash_one`, `sip`).
+fn name_key(kind: u32, name: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325 ^ u64::from(kind);
+    for &b in name {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The index's hasher: its keys are hashes already, only mixed so that
+/// the table's low and high bits both vary.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl std::hash::Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        let h = (self.0 ^ (self.0 >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
 }
 
 /// One type: its kind, name, the `size`/`type` word, the `vlen` and
@@ -213,7 +240,7 @@ impl Btf {
             let hits = self
                 .by_name
                 .get_or_init(|| self.index_names())
-                .get(&(kind, name_hash(name.as_bytes())));
+                .get(&name_key(kind, name.as_bytes()));
             Box::new(hits.into_iter().flatten().copied())
         } else {
             Box::new(1..=self.len())
@@ -221,14 +248,14 @@ impl Btf {
         candidates.filter(matches)
     }
 
-    fn index_names(&self) -> std::collections::HashMap<(u32, u64), Vec<u32>> {
-        let mut by_name: std::collections::HashMap<(u32, u64), Vec<u32>> = Default::default();
+    fn index_names(&self) -> ByName {
+        let mut by_name = ByName::default();
         for id in 1..=self.len() {
             let Ok(t) = self.type_by_id(id) else { continue };
             if t.name_off == 0 || !INDEXED.contains(&t.kind) {
                 continue;
             }
-            let key = (t.kind, name_hash(self.name_bytes(t.name_off)));
+            let key = name_key(t.kind, self.name_bytes(t.name_off));
             by_name.entry(key).or_default().push(id);
         }
         by_name
