@@ -329,7 +329,7 @@ pub fn rows(b: &Value) -> Vec<Row> {
             "bench driver reading the stream, CPU per traced round",
             stat(&nums(&r["reader_cpu_ms"])),
             "ms",
-            0,
+            1,
             None,
         ));
     }
@@ -501,7 +501,7 @@ pub fn profile(p: &Value) -> String {
     }
     let mut s = format!(
         "\nProfile round (one traced churn of {} namespaces, {:.1}/s, then a TCP loop, {:.0} conn/s, \
-         with `--bpf-stats`): {} events in {} loader wakeups, loader CPU {:.0} ms.\n\n\
+         with `--bpf-stats`): {} events in {} loader wakeups, loader CPU {:.1} ms.\n\n\
          | BPF program | runs | mean ns/run | total ms |\n| --- | --- | --- | --- |\n",
         p["namespaces"],
         p["per_s"].as_f64().unwrap_or(0.0),
@@ -704,7 +704,7 @@ mod tests {
             "churn": {"untraced": [10.0, 12.0, 11.0], "traced": [9.0, 12.0, 11.0]},
             "tcp": {"untraced": [1000.0, 1000.0], "traced": [990.0, 980.0], "exact": [500.0, 600.0]},
             "attach": {"ready_ms": [2000.0], "first_event_ms": [2100.0], "bpftrace_error": "libLLVM missing"},
-            "resources": {"maxrss_kb": [20480.0], "cpu_ms": [100.0], "reader_cpu_ms": [0.0, 10.0, 0.0], "events": [2000.0]},
+            "resources": {"maxrss_kb": [20480.0], "cpu_ms": [100.0], "reader_cpu_ms": [2.5, 10.25, 3.0], "events": [2000.0]},
             "ramp": [
                 {"target_per_min": 1200.0, "threads": 1, "achieved_per_min": 1190.0, "events_per_s": 150.0, "drops": 0},
                 {"target_per_min": null, "threads": 2, "achieved_per_min": 3000.0, "events_per_s": 400.0, "drops": 7}
@@ -736,7 +736,7 @@ mod tests {
         );
         assert_eq!(
             find("bench driver reading the stream, CPU per traced round").figure,
-            "0 [0–10] ms (n=3)"
+            "3.0 [2.5–10.2] ms (n=3)"
         );
         // The paced step reached 1,000/min with zero drops: goal met.
         assert_eq!(
