@@ -84,11 +84,12 @@ fn attach_programs<'p, P: Loadable + 'p>(
         }
         // Every outcome is in before the fallbacks are chosen from them.
         for done in trampolines.map(Trampolines::finish).unwrap_or_default() {
-            programs.extend(done.programs);
-            let failed = done.result.is_err();
-            record(plan, &done.hook, &done.candidate, done.result, false);
+            let Done { job, result } = done;
+            programs.extend(job.programs);
+            let failed = result.is_err();
+            record(plan, &job.hook, &job.candidate, result, false);
             if failed {
-                attach_hook(programs, btf, plan, &done.hook, &done.rest, false, None);
+                attach_hook(programs, btf, plan, &job.hook, &job.rest, false, None);
             }
         }
     });
@@ -155,7 +156,7 @@ fn attach_hook<'s, 'p: 's, P: Loadable + 'p>(
                     match t.send(job) {
                         None => return,
                         Some(done) => {
-                            programs.extend(done.programs);
+                            programs.extend(done.job.programs);
                             result = done.result;
                         }
                     }
@@ -288,11 +289,9 @@ struct Job<'p, P> {
     programs: Programs<'p, P>,
 }
 
+/// A job back from its thread, with the attach's outcome.
 struct Done<'p, P> {
-    hook: String,
-    candidate: Candidate,
-    rest: Vec<Candidate>,
-    programs: Programs<'p, P>,
+    job: Job<'p, P>,
     result: Result<(), String>,
 }
 
@@ -349,13 +348,8 @@ impl<'scope, 'env, 'p: 'scope, P: Loadable + 'p> Trampolines<'scope, 'env, 'p, P
 }
 
 fn attach_job<P: Loadable>(mut job: Job<'_, P>) -> Done<'_, P> {
-    Done {
-        result: attach_candidate(&mut job.programs, &job.candidate),
-        hook: job.hook,
-        candidate: job.candidate,
-        rest: job.rest,
-        programs: job.programs,
-    }
+    let result = attach_candidate(&mut job.programs, &job.candidate);
+    Done { job, result }
 }
 
 #[cfg(test)]
