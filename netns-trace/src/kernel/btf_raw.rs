@@ -55,8 +55,11 @@ const INDEXED: [u32; 4] = [KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64];
 /// collide, and std's SipHash, run twice (the name, then the map's key),
 /// was ~10 ms of the 6.12 guest's start-up (perf: `hash_one`, `sip`).
 fn name_key(kind: u32, name: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ u64::from(kind);
-    for &b in name {
+    fnv1a(0xcbf2_9ce4_8422_2325 ^ u64::from(kind), name)
+}
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
@@ -73,9 +76,7 @@ impl std::hash::Hasher for KeyIsHash {
         h ^ (h >> 29)
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0 = fnv1a(self.0, bytes);
     }
     fn write_u64(&mut self, v: u64) {
         self.0 ^= v;
