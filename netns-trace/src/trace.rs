@@ -136,11 +136,10 @@ pub fn exact_unavailable(
     None
 }
 
-/// Loads the eBPF object, then gives aya the BTF to attach by
+/// Loads the eBPF object (`probes::load`, which keeps aya's loader from
+/// parsing the kernel BTF), then parses the BTF to attach by
 /// (`prepared.attach_btf`: the kernel's type ids, only the planned
-/// targets named) in `prepared.aya_btf`. aya's loader parses the whole
-/// kernel BTF itself (there is no way around it), so the two are made one
-/// after the other.
+/// targets named) into `prepared.aya_btf`.
 pub fn load_programs(
     offsets: &Offsets,
     config: &Config,

@@ -259,7 +259,7 @@ fn tcp(count: usize, ready: impl FnOnce(u64) -> bool) -> Result<f64, String> {
 /// cleanup worker to tear down after the loop ends, and that backlog ran
 /// into the next step's TCP loop, moving it by up to 6 % depending on
 /// which step came before (untraced after untraced: 10,650 conn/s; after
-/// a traced step, whose tracer took its time to stop: 11,300). Without a
+/// a traced step: 11,300). Without a
 /// tracer nothing reports the end of a teardown, so the bench waits for
 /// the machine to be quiet instead. The instruction clock skips idle
 /// time: a quiet guest passes the window at once.
@@ -337,9 +337,9 @@ fn traced_round(
         t.started_up(timeout)?;
         // That namespace is torn down by the kernel's cleanup worker on
         // the same vCPU: the loops start once it is, as the untraced ones
-        // start with nothing to tear down. (Since start-up got faster the
-        // teardown ran into the TCP loop: 6.1's traced TCP rate fell by
-        // 1.2 % while the --exact round's did not.)
+        // start with nothing to tear down. (This did not remove the 1.2 %
+        // that 6.1's traced TCP loop loses after an untraced step; see
+        // docs/performance.md, "Not measured / open".)
         if !t.wait(timeout, |s| s.torn_down.contains(&ino)) {
             return Err(format!("no cleanup_net end for {ino} within {timeout:?}"));
         }
@@ -348,8 +348,8 @@ fn traced_round(
         settle()?;
         // TCP first, as in the untraced round. The loop starts once the
         // tracer has reported its namespace, as the --exact round's starts
-        // once lo is armed: reading and printing that creation is the
-        // churn's cost, and it woke the idle tracer inside the loop.
+        // once lo is armed: reading and printing a creation is the
+        // churn's cost, not the TCP loop's.
         let shared = t.shared.clone();
         let reported = |ino| Shared::wait(&shared, timeout, |s| s.creates.contains(&ino));
         push(
